@@ -1,0 +1,80 @@
+"""The stable numerics, in one place: relu, softmax, log-sum-exp, cross-entropy, logistic loss.
+
+Every other module (the MLP and the attention layer) calls these; none re-implements them.
+Shapes use the axis names of SPEC.md: ``n`` samples, ``k`` classes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """``relu(x) = max(x, 0)`` elementwise; same shape and dtype as ``x``."""
+    return np.maximum(x, 0)
+
+
+def relu_grad(h: np.ndarray) -> np.ndarray:
+    """``relu'`` as a 0/1 mask of ``x``'s dtype, from the pre-activation or from ``relu(x)``.
+
+    Both give the same mask: ``relu(x) > 0`` exactly where ``x > 0`` (the derivative at 0 is 0).
+    """
+    return (h > 0).astype(h.dtype)
+
+
+def logsumexp(z: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:
+    """``log sum_a exp(z_a)`` along ``axis``, shifted by the max: finite for any finite ``z``."""
+    m = np.max(z, axis=axis, keepdims=True)
+    out = np.log(np.sum(np.exp(z - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``exp(z) / sum exp(z)`` along ``axis`` (max-shifted): entries in [0, 1], sums of 1.
+
+    Finite for any finite input: logits of +-1e4 give exact 0/1 weights, never NaN.
+    """
+    e = np.exp(z - np.max(z, axis=axis, keepdims=True))
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
+
+
+def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``z - logsumexp(z)`` along ``axis``; finite for any finite ``z``."""
+    return z - logsumexp(z, axis=axis, keepdims=True)
+
+
+def cross_entropy(Z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of logits and its gradient, fused.
+
+    ``J = -(1/n) sum_i log softmax(Z)[i, y_i]``, ``dZ = (softmax(Z) - onehot(y)) / n``.
+
+    Shapes: ``Z (n, k)``, ``y (n,)`` integers in ``0..k-1``; returns ``(J, dZ (n, k))``.
+    Computed through log-sum-exp: logits of +-1e4 give a finite loss and gradient.
+    """
+    n = Z.shape[0]
+    logp = log_softmax(Z, axis=1)
+    rows = np.arange(n)
+    loss = -float(np.mean(logp[rows, y]))
+    dZ = np.exp(logp)
+    dZ[rows, y] -= 1
+    dZ /= n
+    return loss, dZ
+
+
+def logistic_loss(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean logistic loss of one logit per sample and its gradient.
+
+    ``J = (1/n) sum_i log(1 + exp(-y_i z_i))`` with labels ``y`` in ``{-1, +1}``;
+    ``dJ/dz_i = -y_i sigmoid(-y_i z_i) / n``.
+
+    Shapes: ``z (n,)`` or ``(n, 1)``, ``y (n,)``; ``dz`` has ``z``'s shape. Stable for any margin:
+    ``log(1 + exp(-m))`` is ``np.logaddexp(0, -m)`` and ``sigmoid(-m) = exp(-logaddexp(0, m))``
+    keeps its relative accuracy when the loss is 1e-300 (what normalized GD divides by).
+    """
+    zf = z.reshape(z.shape[0])
+    margin = y.astype(z.dtype, copy=False) * zf
+    n = zf.shape[0]
+    loss = float(np.mean(np.logaddexp(0, -margin)))
+    dz = -y * np.exp(-np.logaddexp(0, margin)) / n
+    return loss, dz.astype(z.dtype, copy=False).reshape(z.shape)

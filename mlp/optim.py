@@ -1,0 +1,146 @@
+"""Optimizers and learning-rate schedules: they know only dicts of arrays and their own state.
+
+Contract: ``opt.step(params, grads, lr)`` updates ``params`` in place for every key of
+``grads``; ``opt.state_dict()`` / ``opt.load_state_dict(state)`` give the state as a flat dict of
+arrays (for checkpoints). A schedule is a callable ``step -> lr``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from mlp.validation import choice, positive
+
+
+class ZeroGradientError(ArithmeticError):
+    """Normalized GD met an exactly zero gradient: the direction ``g / ||g||`` is undefined."""
+
+
+class SGD:
+    """Plain (mini-batch) gradient descent: ``w <- w - lr * g``."""
+
+    name = "sgd"
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        for k, g in grads.items():
+            params[k] -= lr * g
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        if state:
+            raise ValueError(f"SGD has no state, received keys {sorted(state)}")
+
+
+class NormalizedGD:
+    """Normalized gradient descent: ``w <- w - lr * g / ||g||_F``.
+
+    ``||g||`` is the Frobenius norm over all updated parameters together (``per_param=False``) or
+    of each parameter on its own (``per_param=True``: per-factor normalized GD). No epsilon is
+    added to the norm (it stalls the step once gradients get tiny); an exactly zero gradient
+    raises :class:`ZeroGradientError` naming the parameter.
+    """
+
+    name = "ngd"
+
+    def __init__(self, per_param: bool = False) -> None:
+        self.per_param = per_param
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        if self.per_param:
+            norms = {k: float(np.linalg.norm(g)) for k, g in grads.items()}
+        else:
+            total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+            norms = dict.fromkeys(grads, total)
+        for k, nrm in norms.items():
+            if nrm == 0.0:
+                raise ZeroGradientError(
+                    f"normalized GD: the gradient of {k!r} is exactly zero, so g/||g|| is "
+                    "undefined (training has reached a stationary point)"
+                )
+        for k, g in grads.items():
+            params[k] -= (lr / norms[k]) * g
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        if state:
+            raise ValueError(f"NormalizedGD has no state, received keys {sorted(state)}")
+
+
+class Adam:
+    """Adam (Kingma and Ba): bias-corrected first and second moment estimates.
+
+    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g^2``,
+    ``w <- w - lr * m_hat / (sqrt(v_hat) + eps)``.
+    """
+
+    name = "adam"
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        for nm, b in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"{nm}: expected a value in [0, 1), received {b!r}")
+        positive("eps", eps)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.t = 0
+        self.m: dict[str, np.ndarray] = {}
+        self.v: dict[str, np.ndarray] = {}
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        self.t += 1
+        c1 = 1.0 - self.beta1**self.t
+        c2 = 1.0 - self.beta2**self.t
+        for k, g in grads.items():
+            m = self.m.setdefault(k, np.zeros_like(g))
+            v = self.v.setdefault(k, np.zeros_like(g))
+            m *= self.beta1
+            m += (1.0 - self.beta1) * g
+            v *= self.beta2
+            v += (1.0 - self.beta2) * (g * g)
+            params[k] -= lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state: dict[str, np.ndarray] = {"t": np.array(self.t, dtype=np.int64)}
+        state.update({f"m/{k}": a for k, a in self.m.items()})
+        state.update({f"v/{k}": a for k, a in self.v.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        if "t" not in state:
+            raise ValueError("Adam state: expected key 't'")
+        self.t = int(state["t"])
+        self.m = {k[2:]: np.array(a) for k, a in state.items() if k.startswith("m/")}
+        self.v = {k[2:]: np.array(a) for k, a in state.items() if k.startswith("v/")}
+
+
+OPTIMIZERS = ("sgd", "ngd", "adam")
+
+
+def make_optimizer(name: str, **kwargs: object) -> SGD | NormalizedGD | Adam:
+    """``'sgd'``, ``'ngd'`` (normalized GD) or ``'adam'``."""
+    choice("optimizer", name, OPTIMIZERS)
+    cls = {"sgd": SGD, "ngd": NormalizedGD, "adam": Adam}[name]
+    return cls(**kwargs)  # type: ignore[arg-type]
+
+
+SCHEDULES = ("constant", "inverse")
+
+
+def make_schedule(kind: str, lr: float, decay_steps: float = 100.0) -> Callable[[int], float]:
+    """Learning rate ``eta_t`` at step ``t``.
+
+    ``'constant'``: ``eta_t = lr``; ``'inverse'``: ``eta_t = lr / (1 + t / decay_steps)`` (the
+    decaying schedule of the lecture: sum eta_t diverges, sum eta_t^2 grows slowly).
+    """
+    choice("schedule", kind, SCHEDULES)
+    positive("lr", lr)
+    if kind == "constant":
+        return lambda t: float(lr)
+    positive("decay_steps", decay_steps)
+    return lambda t: float(lr) / (1.0 + t / decay_steps)

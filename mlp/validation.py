@@ -1,0 +1,138 @@
+"""Input checks shared by every public entry point.
+
+Each check raises a ``ValueError`` (or ``TypeError`` for a wrong kind of object) whose message
+names the argument, what was expected and what was received, so a user never meets a deep numpy
+traceback or a silent NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(name: str, x: object, ndim: int | Sequence[int] | None = None) -> np.ndarray:
+    """Return ``x`` as a float32/float64 array, refusing what cannot be a real tensor.
+
+    Integers and booleans are converted to float64; float32 and float64 are kept as they are
+    (float16 is widened to float32); complex, object and string data raise ``TypeError``.
+    ``ndim`` (an int or a tuple of allowed ints) is checked with a message naming ``name``.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as err:  # ragged lists and the like
+            raise TypeError(f"{name}: expected a numeric array, could not convert: {err}") from err
+    kind = arr.dtype.kind
+    if kind in "biu":
+        arr = arr.astype(np.float64)
+    elif kind == "f":
+        if arr.dtype == np.float16:
+            arr = arr.astype(np.float32)
+        elif arr.dtype not in FLOAT_DTYPES:  # longdouble
+            arr = arr.astype(np.float64)
+    else:
+        raise TypeError(
+            f"{name}: expected a real numeric array (float32 or float64), "
+            f"received dtype {arr.dtype}"
+        )
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(
+                f"{name}: expected a {want}-d array, received shape {arr.shape} ({arr.ndim}-d)"
+            )
+    return arr
+
+
+def check_finite(name: str, x: np.ndarray) -> None:
+    """Raise ``ValueError`` naming ``name`` if ``x`` holds NaN or infinity."""
+    if not np.isfinite(x).all():
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"{name}: expected finite values, received {bad} NaN or inf entries")
+
+
+def check_shape(name: str, x: np.ndarray, expected: tuple[int | None, ...], axes: str) -> None:
+    """Check ``x.shape`` against ``expected`` (None: any size); ``axes`` names them, e.g. 'n d c'."""
+    if x.ndim != len(expected) or any(
+        e is not None and e != s for e, s in zip(expected, x.shape, strict=False)
+    ):
+        want = (
+            "("
+            + ", ".join(
+                f"{a}={e}" if e is not None else a
+                for a, e in zip(axes.split(), expected, strict=True)
+            )
+            + ")"
+        )
+        raise ValueError(f"{name}: expected shape {want}, received {x.shape}")
+
+
+def check_nonempty(name: str, x: np.ndarray) -> None:
+    """Raise ``ValueError`` if ``x`` has no rows (an empty batch)."""
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one sample, received an empty batch {x.shape}")
+
+
+def class_labels(name: str, y: object, n: int, n_classes: int) -> np.ndarray:
+    """Integer labels in ``0..n_classes-1`` as an int64 array of shape ``(n,)``."""
+    arr = np.asarray(y)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name}: expected shape (n={n},), received {arr.shape}")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name}: expected integer class labels, received non-integer values")
+    elif arr.dtype.kind not in "biu":
+        raise TypeError(f"{name}: expected integer class labels, received dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+        bad = arr[(arr < 0) | (arr >= n_classes)][0]
+        raise ValueError(f"{name}: expected class labels in 0..{n_classes - 1}, received {bad}")
+    return arr
+
+
+def sign_labels(name: str, y: object, n: int) -> np.ndarray:
+    """Binary labels in ``{-1, +1}`` as a float array of shape ``(n,)``."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1:] == (1,):
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name}: expected shape (n={n},), received {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected labels -1 or +1, received dtype {arr.dtype}")
+    ok = (arr == 1) | (arr == -1)
+    if not ok.all():
+        raise ValueError(
+            f"{name}: expected labels in {{-1, +1}} for the logistic loss, received {arr[~ok][0]}"
+        )
+    return arr.astype(np.float64)
+
+
+def positive(name: str, value: float, *, integer: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0 (an int if ``integer``)."""
+    if integer:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{name}: expected a positive integer, received {value!r}")
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name}: expected a positive finite number, received {value!r}")
+
+
+def choice(name: str, value: object, valid: Sequence[str]) -> str:
+    """Raise ``ValueError`` listing the valid names unless ``value`` is one of them."""
+    if value not in valid:
+        raise ValueError(
+            f"{name}: expected one of {', '.join(map(repr, valid))}, received {value!r}"
+        )
+    return value  # type: ignore[return-value]
