@@ -29,7 +29,7 @@ def save_checkpoint(
     meta: dict[str, Any],
     arrays: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write ``params``, ``opt_state``, JSON ``meta`` and extra ``arrays`` atomically to ``path``."""
+    """Write ``params``, ``opt_state``, JSON ``meta`` and ``arrays`` atomically to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, np.ndarray] = {f"param/{k}": np.asarray(v) for k, v in params.items()}

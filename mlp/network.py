@@ -154,7 +154,10 @@ def accuracy(X: np.ndarray, y: np.ndarray, theta: dict[str, np.ndarray]) -> floa
 def forward_nonvectorized(
     X: np.ndarray, theta: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample loop reference of :func:`forward`: ``h_i = relu(W1^T x_i + b1)``, ``z_i = W2^T h_i + b2``."""
+    """Per-sample loop reference of :func:`forward`.
+
+    ``h_i = relu(W1^T x_i + b1)``, ``z_i = W2^T h_i + b2`` for each row ``i``.
+    """
     X = _inputs(X, theta)
     W1, b1, W2, b2 = (theta[k] for k in PARAM_KEYS)
     n = X.shape[0]

@@ -59,7 +59,7 @@ def check_finite(name: str, x: np.ndarray) -> None:
 
 
 def check_shape(name: str, x: np.ndarray, expected: tuple[int | None, ...], axes: str) -> None:
-    """Check ``x.shape`` against ``expected`` (None: any size); ``axes`` names them, e.g. 'n d c'."""
+    """Check ``x.shape`` against ``expected`` (None: any size); ``axes`` names the axes."""
     if x.ndim != len(expected) or any(
         e is not None and e != s for e, s in zip(expected, x.shape, strict=False)
     ):
