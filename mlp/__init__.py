@@ -28,6 +28,8 @@ from mlp.numerics import (
     relu,
     relu_grad,
     softmax,
+    softmax_backward,
+    softmax_with_argmax,
 )
 from mlp.optim import (
     SGD,
@@ -75,4 +77,6 @@ __all__ = [
     "relu_grad",
     "save_checkpoint",
     "softmax",
+    "softmax_backward",
+    "softmax_with_argmax",
 ]

@@ -39,6 +39,44 @@ def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     return e
 
 
+def softmax_with_argmax(z: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`softmax` along ``axis`` and the index of the largest entry (``keepdims`` shape).
+
+    The max-shift needs the max anyway; its position is what :func:`softmax_backward` uses to
+    stay exact when the softmax saturates.
+    """
+    top = np.argmax(z, axis=axis, keepdims=True)
+    e = np.exp(z - np.take_along_axis(z, top, axis=axis))
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e, top
+
+
+def softmax_backward(
+    S: np.ndarray,
+    dS: np.ndarray,
+    axis: int = -1,
+    top: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> np.ndarray:
+    """Vector-Jacobian product of the softmax: ``dz = S * (dS - sum_axis(S * dS))``.
+
+    With ``top`` (the argmax of ``S`` along ``axis``, keepdims, from
+    :func:`softmax_with_argmax`) it is computed in a form that keeps full relative accuracy when
+    the softmax saturates: the product is unchanged by adding a constant to ``dS`` along
+    ``axis``, so ``dS`` is first shifted to be 0 at the dominant entry. Then ``sum(S * dS)`` is a
+    sum of small terms and ``dz`` at the dominant entry, ``-S_top * sum(...)``, has no
+    cancellation (the textbook form subtracts two numbers that agree to all their digits).
+    ``top=None`` gives the textbook form. ``overwrite`` lets it reuse ``dS``'s memory.
+    """
+    g = dS if overwrite else dS.copy()
+    if top is not None:
+        g -= np.take_along_axis(g, top, axis=axis)
+    sigma = np.sum(S * g, axis=axis, keepdims=True)
+    g -= sigma
+    g *= S
+    return g
+
+
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     """``z - logsumexp(z)`` along ``axis``; finite for any finite ``z``."""
     return z - logsumexp(z, axis=axis, keepdims=True)

@@ -1,0 +1,229 @@
+"""The context-window model: ``attention -> pool -> head -> loss``.
+
+For prompts ``X (n, d, c)`` (and queries ``Z (n, d, j)`` for cross attention)::
+
+    out = X softmax(X^T Q)          (n, d, j)   Q from the attention's parameters
+    u   = pool(out)                 (n, d)      mean over the j columns, or the last column
+    z   = head(u)                   (n, k)      linear: u v;  mlp: the mlp package's network
+    J   = loss(z, y)                            logistic (k = 1, y in {-1, +1}) or cross-entropy
+
+Gradients are hand-written: the head's (``mlp.backward`` for the MLP head), then the pool's, then
+the attention primitive's :func:`attnlab.attend_backward`, then the query's
+(:mod:`attnlab.queries`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import mlp
+from attnlab.attention import AttentionCache, _forward, attend_backward, check_prompts
+from attnlab.queries import ATTENTIONS, init_query_params, make_query, query_backward
+from mlp.contract import contract
+from mlp.validation import as_float_array, check_finite, choice, class_labels, sign_labels
+
+POOLS = ("mean", "last")
+HEADS = ("linear", "mlp")
+
+
+def _positive_int(name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name}: expected a positive integer, received {v!r}")
+    return int(v)
+
+
+class ContextWindowModel:
+    """``ContextWindowModel(d, attention="self", pool="mean", head="linear", n_classes=1,
+    n_queries=1, rank=None, hidden=16, seed=0)``.
+
+    ``attention`` in ``prompt, self, kq, cross``; ``pool`` in ``mean, last``; ``head`` in
+    ``linear, mlp``. ``n_classes=1``: one logit, logistic loss, labels in {-1, +1}; ``>= 2``:
+    cross-entropy, labels in ``0..k-1``. ``n_queries`` is ``j`` for prompt attention, ``rank``
+    is ``r`` for kq (None: ``r = d``), ``hidden`` is ``m`` for the MLP head.
+
+    ``params``: the attention's (``p`` or ``W`` or ``WK, WQ``) then the head's (``v (d, k)`` or
+    ``W1, b1, W2, b2``); a key can be replaced by assignment. ``dtype=np.float32`` makes float32
+    parameters (float32 prompts then give float32 logits and gradients).
+    ``textbook_backward=True`` swaps the exact softmax backward for the textbook one (for
+    comparisons only).
+    """
+
+    def __init__(
+        self,
+        d: int,
+        attention: str = "self",
+        pool: str = "mean",
+        head: str = "linear",
+        n_classes: int = 1,
+        n_queries: int = 1,
+        rank: int | None = None,
+        hidden: int = 16,
+        seed: int = 0,
+        dtype: type = np.float64,
+        textbook_backward: bool = False,
+    ) -> None:
+        self.d = _positive_int("d", d)
+        self.attention = choice("attention", attention, ATTENTIONS)
+        self.pool = choice("pool", pool, POOLS)
+        self.head = choice("head", head, HEADS)
+        self.n_classes = _positive_int("n_classes", n_classes)
+        self.n_queries = _positive_int("n_queries", n_queries)
+        self.rank = self.d if rank is None else _positive_int("rank", rank)
+        self.hidden = _positive_int("hidden", hidden)
+        self.seed = seed
+        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype: expected float32 or float64, received {np.dtype(dtype)}")
+        self.dtype = np.dtype(dtype)
+        self.textbook_backward = textbook_backward
+        rng = np.random.default_rng(seed)
+        self.params: dict[str, np.ndarray] = init_query_params(
+            self.attention, self.d, self.n_queries, self.rank, rng, self.dtype
+        )
+        k = self.n_classes
+        if self.head == "linear":
+            self.params["v"] = (rng.standard_normal((self.d, k)) / np.sqrt(self.d)).astype(dtype)
+        else:
+            theta = mlp.init_params(
+                self.d,
+                self.hidden,
+                k,
+                seed=int(rng.integers(2**31)),
+                scale=1.0 / np.sqrt(self.d),
+                dtype=self.dtype,
+            )
+            self.params.update(theta)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments (to rebuild the model from a run folder)."""
+        return {
+            "d": self.d,
+            "attention": self.attention,
+            "pool": self.pool,
+            "head": self.head,
+            "n_classes": self.n_classes,
+            "n_queries": self.n_queries,
+            "rank": self.rank,
+            "hidden": self.hidden,
+            "seed": self.seed,
+            "dtype": self.dtype.name,
+        }
+
+    # --- input checks ----------------------------------------------------------------------
+
+    def _inputs(self, X: object, Z: object | None) -> tuple[np.ndarray, np.ndarray | None]:
+        X = check_prompts(X)
+        if X.shape[1] != self.d:
+            raise ValueError(
+                f"X: expected d={self.d} features per token (the model's d), received shape "
+                f"{X.shape} with d={X.shape[1]}"
+            )
+        if self.attention == "cross":
+            if Z is None:
+                raise ValueError("Z: cross attention needs the queries Z of shape (n, d, j)")
+            Z = as_float_array("Z", Z, ndim=3)
+            if Z.shape[:2] != X.shape[:2] or Z.shape[2] == 0:
+                raise ValueError(
+                    f"Z: expected shape (n={X.shape[0]}, d={self.d}, j) to match X, "
+                    f"received {Z.shape}"
+                )
+            check_finite("Z", Z)
+        elif Z is not None:
+            raise ValueError(
+                f"Z: only cross attention takes queries Z, this model has "
+                f"attention={self.attention!r}"
+            )
+        return X, Z
+
+    def _labels(self, y: object, n: int) -> np.ndarray:
+        if self.n_classes == 1:
+            return sign_labels("y", y, n)
+        return class_labels("y", y, n, self.n_classes)
+
+    # --- forward ---------------------------------------------------------------------------
+
+    def _attend(self, X: np.ndarray, Z: np.ndarray | None):
+        Q, aux = make_query(self.attention, self.params, X, Z)
+        out, cache = _forward(X, Q)
+        if self.pool == "mean":
+            u = out.mean(axis=2)
+        else:
+            u = out[:, :, -1]
+        return u, cache, aux
+
+    def _head_forward(self, u: np.ndarray):
+        if self.head == "linear":
+            return contract("n d, d k -> n k", u, self.params["v"]), None
+        H, z = mlp.network.hidden_and_logits(u, self.params)
+        return z, H
+
+    def forward(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
+        """Logits ``z (n, k)`` for prompts ``X (n, d, c)`` (and queries ``Z (n, d, j)``)."""
+        X, Z = self._inputs(X, Z)
+        u, _, _ = self._attend(X, Z)
+        return self._head_forward(u)[0]
+
+    def attention_weights(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
+        """``S = softmax(X^T Q) (n, c, j)``: column ``j`` holds query ``j``'s weights over the
+        ``c`` key tokens (``j = c`` for self and kq attention, where query ``j`` is token ``j``)."""
+        X, Z = self._inputs(X, Z)
+        Q, _ = make_query(self.attention, self.params, X, Z)
+        return _forward(X, Q)[1].S
+
+    def attention_on_target(
+        self, X: np.ndarray, target: np.ndarray, Z: np.ndarray | None = None
+    ) -> float:
+        """Mean weight on the target token ``target (n,)``, over the query columns that reach the
+        head (all of them for ``pool='mean'``, the last one for ``pool='last'``) and prompts."""
+        S = self.attention_weights(X, Z)
+        target = np.asarray(target)
+        if target.shape != (S.shape[0],) or target.dtype.kind not in "iu":
+            raise ValueError(
+                f"target: expected integer token indices of shape (n={S.shape[0]},), "
+                f"received {target.shape} {target.dtype}"
+            )
+        w = S[np.arange(S.shape[0]), target, :]
+        return float(np.mean(w if self.pool == "mean" else w[:, -1]))
+
+    def predict(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
+        """Predicted labels ``(n,)``: the sign (+1 on ties) for k = 1, else the argmax class."""
+        z = self.forward(X, Z)
+        if self.n_classes == 1:
+            return np.where(z[:, 0] >= 0, 1.0, -1.0)
+        return np.argmax(z, axis=1)
+
+    # --- loss and gradients ----------------------------------------------------------------
+
+    def loss_and_grads(
+        self, X: np.ndarray, y: np.ndarray, Z: np.ndarray | None = None
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean loss and fresh gradients for every key of ``params`` (same shapes and dtypes)."""
+        X, Z = self._inputs(X, Z)
+        y = self._labels(y, X.shape[0])
+        u, cache, aux = self._attend(X, Z)
+        z, H = self._head_forward(u)
+        if self.n_classes == 1:
+            loss, dz = mlp.logistic_loss(z, y)
+        else:
+            loss, dz = mlp.cross_entropy(z, y)
+        if self.head == "linear":
+            grads = {"v": contract("n d, n k -> d k", u, dz)}
+            du = contract("n k, d k -> n d", dz, self.params["v"])
+        else:
+            grads, du = mlp.backward(u, H, dz, self.params)
+        dOut = self._pool_backward(du, cache)
+        _, dQ = attend_backward(dOut, cache, need_dX=False, textbook=self.textbook_backward)
+        grads.update(query_backward(self.attention, self.params, dQ, X, Z, aux))
+        ordered = {k: grads[k] for k in self.params}
+        return loss, ordered
+
+    def _pool_backward(self, du: np.ndarray, cache: AttentionCache) -> np.ndarray:
+        n, d = du.shape
+        j = cache.S.shape[2]
+        if self.pool == "mean":
+            return np.repeat((du / j)[:, :, None], j, axis=2)
+        dOut = np.zeros((n, d, j), dtype=du.dtype)
+        dOut[:, :, -1] = du
+        return dOut

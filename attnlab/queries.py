@@ -1,0 +1,74 @@
+"""How each attention variant makes its query ``Q`` from its parameters, and how ``dQ`` flows back.
+
+| attention | parameters                  | query             | scores of prompt i     |
+| --------- | --------------------------- | ----------------- | ---------------------- |
+| prompt    | ``p (d, j)``                | ``Q = p`` shared  | ``X^T p (c, j)``       |
+| self      | ``W (d, d)``                | ``Q = W X``       | ``X^T W X (c, c)``     |
+| kq        | ``WK (d, r)``, ``WQ (d, r)``| ``Q = WK WQ^T X`` | ``X^T WK WQ^T X``      |
+| cross     | ``W (d, d)``                | ``Q = W Z``       | ``X^T W Z (c, j)``     |
+
+``make_query(kind, params, X, Z) -> (Q, aux)`` and ``query_backward(kind, params, dQ, X, Z, aux)
+-> grads``. Axis names: ``e`` is the second copy of ``d`` (rows of ``W``), ``r`` the rank of kq.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlp.contract import contract
+
+ATTENTIONS = ("prompt", "self", "kq", "cross")
+
+
+def init_query_params(
+    kind: str, d: int, n_queries: int, rank: int, rng: np.random.Generator, dtype: type
+) -> dict[str, np.ndarray]:
+    """Gaussian parameters with standard deviation ``1/sqrt(d)`` (scores of order one)."""
+    s = 1.0 / np.sqrt(d)
+    shapes = {
+        "prompt": {"p": (d, n_queries)},
+        "self": {"W": (d, d)},
+        "kq": {"WK": (d, rank), "WQ": (d, rank)},
+        "cross": {"W": (d, d)},
+    }[kind]
+    return {k: (s * rng.standard_normal(shape)).astype(dtype) for k, shape in shapes.items()}
+
+
+def make_query(
+    kind: str, params: dict[str, np.ndarray], X: np.ndarray, Z: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The query ``Q``: ``(d, j)`` shared for prompt, ``(n, d, c)`` for self/kq, ``(n, d, j)``
+    for cross; and an intermediate the backward reuses (``WQ^T X`` for kq)."""
+    if kind == "prompt":
+        return params["p"], None
+    if kind == "self":
+        return contract("e d, n d c -> n e c", params["W"], X), None
+    if kind == "kq":
+        T = contract("d r, n d c -> n r c", params["WQ"], X)  # WQ^T X
+        return contract("e r, n r c -> n e c", params["WK"], T), T
+    assert Z is not None
+    return contract("e d, n d j -> n e j", params["W"], Z), None
+
+
+def query_backward(
+    kind: str,
+    params: dict[str, np.ndarray],
+    dQ: np.ndarray,
+    X: np.ndarray,
+    Z: np.ndarray | None,
+    aux: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """Parameter gradients from ``dQ`` (``X`` and ``Z`` are data: no gradient flows to them)."""
+    if kind == "prompt":
+        return {"p": dQ}
+    if kind == "self":
+        return {"W": contract("n e c, n d c -> e d", dQ, X)}
+    if kind == "kq":
+        assert aux is not None
+        dT = contract("e r, n e c -> n r c", params["WK"], dQ)
+        return {
+            "WK": contract("n e c, n r c -> e r", dQ, aux),
+            "WQ": contract("n d c, n r c -> d r", X, dT),
+        }
+    assert Z is not None
+    return {"W": contract("n e j, n d j -> e d", dQ, Z)}

@@ -1,0 +1,139 @@
+"""Prompt tasks (SPEC.md section 5), each generated locally from a seed.
+
+Every generator returns a :class:`Task`: training and test :class:`mlp.Dataset` s with prompts
+``X (n, d, c)`` (tokens as columns), labels ``y (n,)``, the index of the target token where the
+task has one, queries ``Z (n, d, 1)`` for cross attention, and task-specific arrays in ``info``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlp.data import load_iris_split
+from mlp.trainer import Dataset
+from mlp.validation import positive
+
+TASKS = ("iris-in-context", "max-margin", "prompt-norm")
+
+
+@dataclass
+class Task:
+    """A task's data: ``train`` and ``test`` datasets and extra arrays (``info``)."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    n_classes: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def d(self) -> int:
+        return int(self.train.X.shape[1])
+
+
+def _balanced_labels(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.permutation(np.arange(n) % k)
+
+
+def iris_in_context(
+    n_train: int = 2000,
+    n_test: int = 500,
+    context: int = 16,
+    features: int = 4,
+    seed: int = 0,
+) -> Task:
+    """Prompts of ``context`` iris flowers; one marked flower's class is the label (k = 3).
+
+    Token ``t`` of a prompt is ``[standardized features of flower f_t, marker, 1]`` (d =
+    ``features + 2``); exactly one token, at a uniformly random position, has marker 1. Labels
+    are balanced over the three classes; the marked flower is drawn from its class, the other
+    tokens uniformly from the split. Train prompts use only flowers of the iris train split, test
+    prompts only the test split (``info['train_flowers']``, ``info['test_flowers']``: the row of
+    each token's flower in the 150-flower table, shape ``(n, c)``). The split is seeded by ``seed``
+    too, and standardized with the training mean and standard deviation.
+    """
+    positive("context", context, integer=True)
+    positive("n_train", n_train, integer=True)
+    positive("n_test", n_test, integer=True)
+    split = load_iris_split(features=features, seed=seed, standardize=True)
+    rng = np.random.default_rng([seed, 1])
+
+    def make(
+        n: int, Xs: np.ndarray, ys: np.ndarray, rows: np.ndarray
+    ) -> tuple[Dataset, np.ndarray]:
+        y = _balanced_labels(n, 3, rng)
+        flowers = rng.integers(0, len(ys), size=(n, context))
+        target = rng.integers(0, context, size=n)
+        for i in range(n):  # the marked flower: one of the label's class
+            flowers[i, target[i]] = rng.choice(np.flatnonzero(ys == y[i]))
+        X = np.empty((n, features + 2, context))
+        X[:, :features, :] = Xs[flowers].transpose(0, 2, 1)
+        X[:, features, :] = 0.0
+        X[np.arange(n), features, target] = 1.0
+        X[:, features + 1, :] = 1.0
+        return Dataset(X, y, target=target), rows[flowers]
+
+    train, train_rows = make(n_train, split.X_train, split.y_train, split.train_index)
+    test, test_rows = make(n_test, split.X_test, split.y_test, split.test_index)
+    info = {
+        "train_flowers": train_rows,
+        "test_flowers": test_rows,
+        "feature_names": split.feature_names,
+    }
+    return Task("iris-in-context", train, test, 3, info)
+
+
+def _unit(a: np.ndarray, axis: int) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=axis, keepdims=True)
+
+
+def max_margin(n: int = 6, context: int = 8, d: int = 10, seed: int = 0) -> Task:
+    """Tarzanagh et al. 2023 ("Transformers as SVMs", ``local_converge``): cross attention data.
+
+    Tokens ``x_t`` and one query ``z_i`` per prompt drawn from N(0, I) and scaled to unit norm;
+    a fixed random unit head ``v (d,)`` in ``info['v']``; labels +-1 at random. ``X (n, d, c)``,
+    ``Z (n, d, 1)``. There is no held-out set: ``test`` is ``train``. ``target`` is the token
+    with the best score ``y_i v^T x_it`` (the globally optimal token; the trained attention may
+    select a locally optimal one instead).
+    """
+    rng = np.random.default_rng(seed)
+    v = _unit(rng.standard_normal(d), 0)
+    y = np.where(rng.standard_normal(n) > 0, 1.0, -1.0)
+    X = _unit(rng.standard_normal((n, d, context)), 1)
+    Z = _unit(rng.standard_normal((n, d, 1)), 1)
+    target = np.argmax(y[:, None] * np.einsum("ndc,d->nc", X, v), axis=1)
+    data = Dataset(X, y, Z=Z, target=target)
+    return Task("max-margin", data, data, 1, {"v": v})
+
+
+def prompt_norm(n: int = 3, context: int = 7, seed: int = 0) -> Task:
+    """Tarzanagh et al. 2023 ("Max-Margin Token Selection", ``multi_input_converge``), d = 3.
+
+    Token 0 sits near (1, 0), tokens 1..3 near (-1, 1), the others near (-0.5, -0.5) (Gaussian
+    spread 0.2); the third coordinate is the token's score, read by the fixed head ``v = e3``:
+    1 for token 0 (the optimal token, ``target``), 0.5 for the others. All labels are +1.
+    """
+    rng = np.random.default_rng(seed)
+    X = 0.2 * rng.standard_normal((n, 3, context))
+    X[:, :, 0] += np.array([1.0, 0.0, 0.0])
+    half = (context + 1) // 2
+    X[:, :, 1:half] += np.array([-1.0, 1.0, 0.0])[:, None]
+    X[:, :, half:] += np.array([-0.5, -0.5, 0.0])[:, None]
+    X[:, 2, 0] = 1.0
+    X[:, 2, 1:] = 0.5
+    y = np.ones(n)
+    data = Dataset(X, y, target=np.zeros(n, dtype=np.int64))
+    return Task("prompt-norm", data, data, 1, {"v": np.array([0.0, 0.0, 1.0])})
+
+
+def make_task(name: str, **options: Any) -> Task:
+    """The task called ``name`` (one of :data:`TASKS`) with its generator's options."""
+    if name not in TASKS:
+        raise ValueError(f"task: expected one of {', '.join(map(repr, TASKS))}, received {name!r}")
+    fn = {"iris-in-context": iris_in_context, "max-margin": max_margin, "prompt-norm": prompt_norm}[
+        name
+    ]
+    return fn(**options)
