@@ -1,0 +1,17 @@
+"""Test-tree setup: make ``tests/gradcheck.py`` importable, and the packages if not installed.
+
+The packages are normally installed editable (``pip install -e ".[test]"``), so the repository
+root is added to ``sys.path`` only when ``mlp`` cannot be imported otherwise.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+if str(TESTS) not in sys.path:  # for ``from gradcheck import ...`` under any import mode
+    sys.path.insert(0, str(TESTS))
+if importlib.util.find_spec("mlp") is None:
+    sys.path.insert(0, str(ROOT))
