@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from mlp.checkpoint import load_checkpoint, save_checkpoint
+from mlp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mlp.optim import ZeroGradientError
-from mlp.validation import check_nonempty, positive
+from mlp.validation import as_float_array, check_finite, check_nonempty, positive
 
 
 class Model(Protocol):
@@ -72,6 +72,26 @@ class Dataset:
     target: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        self.X = as_float_array("Dataset.X", self.X, ndim=(2, 3))
+        self.y = np.asarray(self.y)
+        if self.y.ndim != 1:
+            raise ValueError(f"Dataset.y: expected shape (n,), received {self.y.shape}")
+        if self.y.dtype.kind not in "biuf":
+            raise TypeError(f"Dataset.y: expected numeric labels, received dtype {self.y.dtype}")
+        if self.Z is not None:
+            self.Z = as_float_array("Dataset.Z", self.Z, ndim=3)
+        if self.target is not None:
+            self.target = np.asarray(self.target)
+            c = self.X.shape[-1] if self.X.ndim == 3 else None
+            if (
+                self.target.ndim != 1
+                or self.target.dtype.kind not in "iu"
+                or (self.target.size and (self.target.min() < 0 or self.target.max() >= (c or 0)))
+            ):
+                raise ValueError(
+                    f"Dataset.target: expected integer token indices in 0..c-1 (c={c}) of shape "
+                    f"(n,), received {self.target.dtype} {self.target.shape}"
+                )
         n = len(self.X)
         for name in ("y", "Z", "target"):
             v = getattr(self, name)
@@ -136,7 +156,9 @@ class Trainer:
     since the last row), train loss and accuracy on the whole training set, test loss and
     accuracy, and the attention on the target token where the data has one. ``trainable`` limits
     the updated parameters (the others stay fixed). ``checkpoint`` (a path) is written atomically
-    every ``checkpoint_every`` steps and at the end.
+    every ``checkpoint_every`` steps and at the end. ``on_step(step, params)``, if given, is
+    called after every update (``step`` counts from 1) with the live parameter dict (copy what you
+    keep).
     """
 
     def __init__(
@@ -157,11 +179,28 @@ class Trainer:
         checkpoint_every: int | None = None,
         progress: bool | None = None,
         description: str = "training",
+        on_step: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     ) -> None:
-        if not isinstance(train, Dataset):
-            raise TypeError(f"train: expected a Dataset, received {type(train).__name__}")
-        check_nonempty("train.X", np.asarray(train.X))
+        if not isinstance(getattr(model, "params", None), dict):
+            raise TypeError(
+                f"model: expected an object with a params dict and loss_and_grads, "
+                f"received {type(model).__name__}"
+            )
+        if not all(hasattr(optimizer, a) for a in ("step", "state_dict", "load_state_dict")):
+            raise TypeError(
+                f"optimizer: expected an object with step, state_dict and load_state_dict, "
+                f"received {type(optimizer).__name__}"
+            )
+        for name, data in (("train", train), ("test", test), ("snapshot", snapshot)):
+            if data is None and name != "train":
+                continue
+            if not isinstance(data, Dataset):
+                raise TypeError(f"{name}: expected a Dataset, received {type(data).__name__}")
+            check_nonempty(f"{name}.X", data.X)
+            check_finite(f"{name}.X", data.X)
         positive("steps", steps, integer=True)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, received {seed!r}")
         n = len(train)
         if batch_size is None:
             batch_size = n
@@ -176,7 +215,13 @@ class Trainer:
         else:
             positive("lr", lr)
             self.schedule = lambda t, _lr=float(lr): _lr
+        if isinstance(trainable, str):
+            raise TypeError(
+                f"trainable: expected a list of parameter names, received the str {trainable!r}"
+            )
         keys = list(model.params) if trainable is None else list(trainable)
+        if not keys:
+            raise ValueError("trainable: expected at least one parameter name, received none")
         unknown = [k for k in keys if k not in model.params]
         if unknown:
             raise ValueError(
@@ -186,8 +231,9 @@ class Trainer:
         self.train, self.test, self.snapshot = train, test, snapshot
         self.steps, self.batch_size, self.seed = int(steps), int(batch_size), seed
         self.steps_per_epoch = math.ceil(n / self.batch_size)
-        self.eval_every = int(eval_every) if eval_every else self.steps_per_epoch
-        positive("eval_every", self.eval_every, integer=True)
+        if eval_every is not None:
+            positive("eval_every", eval_every, integer=True)
+        self.eval_every = int(eval_every) if eval_every is not None else self.steps_per_epoch
         self.trainable = keys
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every = checkpoint_every
@@ -195,6 +241,7 @@ class Trainer:
             positive("checkpoint_every", checkpoint_every, integer=True)
         self.progress = progress
         self.description = description
+        self.on_step = on_step
         self.step = 0
         self.history = History()
         self._perm_epoch = -1
@@ -258,6 +305,7 @@ class Trainer:
             "seed": self.seed,
             "batch_size": self.batch_size,
             "rows": self.history.rows,
+            "batch_losses": self._batch_losses,
             "snapshot_steps": self.history.snapshot_steps,
             "optimizer": getattr(self.optimizer, "name", type(self.optimizer).__name__),
             "rng": {"kind": "default_rng([seed, epoch])", "epoch": self._perm_epoch},
@@ -270,6 +318,23 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Load parameters, optimizer state, step and history from a checkpoint."""
         params, opt_state, meta, arrays = load_checkpoint(path, self.model.params)
+        step, rows = meta.get("step"), meta.get("rows")
+        if not isinstance(step, int) or step < 0 or not isinstance(rows, list):
+            raise CheckpointError(
+                f"checkpoint {path}: expected meta with an integer 'step' >= 0 and a list "
+                f"'rows', received step={step!r}"
+            )
+        if step > self.steps:
+            raise ValueError(
+                f"steps: expected at least the checkpoint's step {step} (steps is the total "
+                f"number of updates), received {self.steps}"
+            )
+        name = getattr(self.optimizer, "name", type(self.optimizer).__name__)
+        if meta.get("optimizer", name) != name:
+            raise ValueError(
+                f"optimizer: checkpoint {path} was written by {meta.get('optimizer')!r}, "
+                f"this trainer has {name!r}"
+            )
         if meta.get("seed") != self.seed or meta.get("batch_size") != self.batch_size:
             raise ValueError(
                 f"resume: checkpoint {path} was written with seed={meta.get('seed')}, "
@@ -279,9 +344,10 @@ class Trainer:
         for k, v in params.items():
             self.model.params[k] = v
         self.optimizer.load_state_dict(opt_state)
-        self.step = int(meta["step"])
+        self.step = step
+        self._batch_losses = [float(v) for v in meta.get("batch_losses", [])]
         self.history = History(
-            rows=list(meta["rows"]),
+            rows=list(rows),
             snapshots=list(arrays.get("snapshots", [])),
             snapshot_steps=list(meta.get("snapshot_steps", [])),
         )
@@ -307,6 +373,20 @@ class Trainer:
                 f"training diverged at step {self.step + 1} with learning rate {lr:g}: {bad}"
                 f"{kept}. Try a smaller --lr."
             )
+
+    def _check_params(self, lr: float) -> None:
+        """After an update: a parameter that overflowed stops training before it is saved."""
+        for k in self.trainable:
+            if not np.isfinite(self.model.params[k]).all():
+                raise TrainingDiverged(
+                    f"training diverged at step {self.step + 1} with learning rate {lr:g}: "
+                    f"the update made parameter {k!r} non-finite"
+                    + (
+                        f"; the last good checkpoint is {self.checkpoint}"
+                        if self.checkpoint is not None and self.checkpoint.exists()
+                        else ""
+                    )
+                )
 
     def run(self) -> History:
         """Train from the current step to ``steps``; returns the history."""
@@ -346,7 +426,10 @@ class Trainer:
                 except ZeroGradientError as err:
                     self.stop_reason = f"stopped at step {self.step + 1}: {err}"
                     break
+                self._check_params(lr)
                 self.step += 1
+                if self.on_step is not None:
+                    self.on_step(self.step, self.model.params)
                 self._batch_losses.append(float(loss))
                 bar.update(1)
                 if self.step % self.eval_every == 0 or self.step == self.steps:
