@@ -66,10 +66,14 @@ def _check_query(X: np.ndarray, Q: object) -> np.ndarray:
 
 
 def attention_scores(X: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    """``scores = X^T Q``: ``(n, c, j)`` from ``X (n, d, c)`` and ``Q (n, d, j)`` or ``(d, j)``."""
+    """``scores = X^T Q``: ``(n, c, j)`` from ``X (n, d, c)`` and ``Q (n, d, j)`` or ``(d, j)``.
+
+    Stored token-contiguous (a transposed view of an ``(n, j, c)`` array): the softmax over
+    ``c`` then reads contiguous memory (``argmax`` along a strided axis is 3x slower).
+    """
     if Q.ndim == 2:
-        return contract("n d c, d j -> n c j", X, Q)
-    return contract("n d c, n d j -> n c j", X, Q)
+        return contract("d j, n d c -> n j c", Q, X).transpose(0, 2, 1)
+    return contract("n d j, n d c -> n j c", Q, X).transpose(0, 2, 1)
 
 
 def attend_forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
@@ -84,7 +88,7 @@ def attend_forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionC
 
 
 def _forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
-    S, top = softmax_with_argmax(attention_scores(X, Q), axis=1)
+    S, top = softmax_with_argmax(attention_scores(X, Q), axis=1, overwrite=True)
     out = contract("n d c, n c j -> n d j", X, S)
     return out, AttentionCache(X, Q, S, top, Q.ndim == 2)
 
@@ -94,17 +98,30 @@ def attend_backward(
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """Gradients ``(dX (n, d, c), dQ)`` of ``<dOut, out>``; ``dQ`` has the shape ``Q`` had.
 
-    ``dOut (n, d, j)``. Exact when the attention saturates (see
+    ``dOut (n, d, j)``, or ``(n, d, 1)`` for the same gradient in every query column (what the
+    mean pool sends back): then ``dS = X^T dOut`` is one column per prompt, a matrix-vector
+    product instead of a matrix product. Exact when the attention saturates (see
     :func:`mlp.numerics.softmax_backward`); ``textbook=True`` uses the plain formula
     ``S * (dS - sum S dS)`` instead (for comparison only: it loses every digit there).
     ``need_dX=False`` skips ``dX`` (returns None): the model's parameters do not need it.
+    ``dOut`` is not checked for NaN or inf (a non-finite upstream gradient gives non-finite
+    gradients, which the trainer reports as divergence).
     """
+    if not isinstance(cache, AttentionCache):
+        raise TypeError(
+            f"cache: expected the AttentionCache returned by attend_forward, "
+            f"received {type(cache).__name__}"
+        )
     X, Q, S = cache.X, cache.Q, cache.S
     dOut = as_float_array("dOut", dOut, ndim=3)
-    if dOut.shape != (X.shape[0], X.shape[1], S.shape[2]):
-        n, d, j = X.shape[0], X.shape[1], S.shape[2]
-        raise ValueError(f"dOut: expected shape (n={n}, d={d}, j={j}), received {dOut.shape}")
-    dS = contract("n d c, n d j -> n c j", X, dOut)
+    n, d, j = X.shape[0], X.shape[1], S.shape[2]
+    if dOut.shape not in ((n, d, j), (n, d, 1)):
+        raise ValueError(
+            f"dOut: expected shape (n={n}, d={d}, j={j}), received {dOut.shape} "
+            f"(or (n={n}, d={d}, 1): the same gradient for every query column)"
+        )
+    # dS (n, c, j) in S's memory order, or (n, c, 1) that softmax_backward broadcasts
+    dS = contract("n d j, n d c -> n j c", dOut, X).transpose(0, 2, 1)
     dScores = softmax_backward(S, dS, axis=1, top=None if textbook else cache.top, overwrite=True)
     if cache.shared:
         dQ = contract("n d c, n c j -> d j", X, dScores)
@@ -113,7 +130,11 @@ def attend_backward(
     dX = None
     if need_dX:
         pattern = "d j, n c j -> n d c" if cache.shared else "n d j, n c j -> n d c"
-        dX = contract("n d j, n c j -> n d c", dOut, S) + contract(pattern, Q, dScores)
+        if dOut.shape[2] == j:
+            dX = contract("n d j, n c j -> n d c", dOut, S)
+        else:  # sum_j dOut[:, :, j] S[:, c, j] with dOut constant in j
+            dX = dOut * S.sum(axis=2)[:, None, :]
+        dX += contract(pattern, Q, dScores)
     return dX, dQ
 
 

@@ -94,6 +94,7 @@ class ContextWindowModel:
                 dtype=self.dtype,
             )
             self.params.update(theta)
+        self._shapes = {k: v.shape for k, v in self.params.items()}
 
     @property
     def config(self) -> dict[str, Any]:
@@ -114,6 +115,14 @@ class ContextWindowModel:
     # --- input checks ----------------------------------------------------------------------
 
     def _inputs(self, X: object, Z: object | None) -> tuple[np.ndarray, np.ndarray | None]:
+        for k, shape in self._shapes.items():
+            p = self.params.get(k)
+            if not isinstance(p, np.ndarray) or p.shape != shape or p.dtype.kind != "f":
+                got = "missing" if p is None else f"{type(p).__name__} {np.shape(p)}"
+                raise ValueError(
+                    f"params[{k!r}]: expected a float array of shape {shape}, received {got}"
+                    + (f" {p.dtype}" if isinstance(p, np.ndarray) else "")
+                )
         X = check_prompts(X)
         if X.shape[1] != self.d:
             raise ValueError(
@@ -184,6 +193,11 @@ class ContextWindowModel:
                 f"target: expected integer token indices of shape (n={S.shape[0]},), "
                 f"received {target.shape} {target.dtype}"
             )
+        if target.min() < 0 or target.max() >= S.shape[1]:
+            bad = target[(target < 0) | (target >= S.shape[1])][0]
+            raise ValueError(
+                f"target: expected token indices in 0..{S.shape[1] - 1}, received {bad}"
+            )
         w = S[np.arange(S.shape[0]), target, :]
         return float(np.mean(w if self.pool == "mean" else w[:, -1]))
 
@@ -222,8 +236,8 @@ class ContextWindowModel:
     def _pool_backward(self, du: np.ndarray, cache: AttentionCache) -> np.ndarray:
         n, d = du.shape
         j = cache.S.shape[2]
-        if self.pool == "mean":
-            return np.repeat((du / j)[:, :, None], j, axis=2)
+        if self.pool == "mean":  # the same gradient du / j for every column: (n, d, 1)
+            return (du / j)[:, :, None]
         dOut = np.zeros((n, d, j), dtype=du.dtype)
         dOut[:, :, -1] = du
         return dOut

@@ -7,6 +7,7 @@ task has one, queries ``Z (n, d, 1)`` for cross attention, and task-specific arr
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,8 @@ def max_margin(n: int = 6, context: int = 8, d: int = 10, seed: int = 0) -> Task
     with the best score ``y_i v^T x_it`` (the globally optimal token; the trained attention may
     select a locally optimal one instead).
     """
+    for name, value in (("n", n), ("context", context), ("d", d)):
+        positive(name, value, integer=True)
     rng = np.random.default_rng(seed)
     v = _unit(rng.standard_normal(d), 0)
     y = np.where(rng.standard_normal(n) > 0, 1.0, -1.0)
@@ -116,6 +119,8 @@ def prompt_norm(n: int = 3, context: int = 7, seed: int = 0) -> Task:
     spread 0.2); the third coordinate is the token's score, read by the fixed head ``v = e3``:
     1 for token 0 (the optimal token, ``target``), 0.5 for the others. All labels are +1.
     """
+    positive("n", n, integer=True)
+    positive("context", context, integer=True)
     rng = np.random.default_rng(seed)
     X = 0.2 * rng.standard_normal((n, 3, context))
     X[:, :, 0] += np.array([1.0, 0.0, 0.0])
@@ -136,4 +141,8 @@ def make_task(name: str, **options: Any) -> Task:
     fn = {"iris-in-context": iris_in_context, "max-margin": max_margin, "prompt-norm": prompt_norm}[
         name
     ]
+    allowed = list(inspect.signature(fn).parameters)
+    unknown = sorted(k for k in options if k not in allowed)
+    if unknown:
+        raise ValueError(f"task {name!r}: unknown option(s) {unknown}; expected options {allowed}")
     return fn(**options)

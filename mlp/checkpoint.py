@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,17 @@ def save_checkpoint(
 ) -> Path:
     """Write ``params``, ``opt_state``, JSON ``meta`` and ``arrays`` atomically to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, np.ndarray] = {f"param/{k}": np.asarray(v) for k, v in params.items()}
     payload.update({f"opt/{k}": np.asarray(v) for k, v in opt_state.items()})
     payload.update({f"extra/{k}": np.asarray(v) for k, v in (arrays or {}).items()})
+    for k, v in payload.items():
+        if v.dtype.kind not in "biuf":
+            raise TypeError(
+                f"save_checkpoint: {k!r}: expected a real numeric array, received dtype {v.dtype} "
+                "(object arrays would need pickle, which the loader refuses)"
+            )
     payload["meta"] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -57,26 +64,47 @@ def load_checkpoint(
 
     With ``expected_params`` (the model's current parameters) the keys, shapes and dtypes must
     match exactly. Never unpickles (``allow_pickle=False``): a file that needs pickle is refused.
+    Every problem (no file, truncated or garbled bytes, a bare ``.npy``, non-numeric entries,
+    metadata that is not a JSON object, non-finite parameters, a mismatch with
+    ``expected_params``) raises :class:`CheckpointError` naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint: no file at {path}")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise CheckpointError(
+                f"checkpoint {path}: expected an .npz archive, received a single array"
+            )
+        with f:
             data = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as err:
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError, zlib.error) as err:
         raise CheckpointError(
             f"checkpoint {path}: truncated, garbled or not a checkpoint "
             f"({type(err).__name__}: {err})"
         ) from err
+    for k, v in data.items():
+        allowed = "U" if k == "meta" else "biuf"  # the metadata is one JSON string
+        if not isinstance(v, np.ndarray) or v.dtype.kind not in allowed:
+            what = v.dtype if isinstance(v, np.ndarray) else type(v).__name__
+            raise CheckpointError(f"checkpoint {path}: entry {k!r} is not a numeric array ({what})")
     if "meta" not in data:
         raise CheckpointError(
             f"checkpoint {path}: no 'meta' entry (not a checkpoint of this library)"
         )
+    raw = data.pop("meta")
     try:
-        meta = json.loads(str(data.pop("meta")))
+        meta = json.loads(str(raw)) if raw.dtype.kind == "U" and raw.shape == () else None
     except json.JSONDecodeError as err:
         raise CheckpointError(f"checkpoint {path}: garbled metadata ({err})") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"checkpoint {path}: expected 'meta' to be a JSON object, received {raw.dtype} "
+            f"{raw.shape}"
+        )
     params = {k[6:]: v for k, v in data.items() if k.startswith("param/")}
     opt = {k[4:]: v for k, v in data.items() if k.startswith("opt/")}
     arrays = {k[6:]: v for k, v in data.items() if k.startswith("extra/")}
@@ -93,4 +121,7 @@ def load_checkpoint(
                     f"checkpoint {path}: parameter {k!r} has shape {got.shape} {got.dtype}, "
                     f"the model expects {ref.shape} {ref.dtype}"
                 )
+    for k, v in params.items():
+        if not np.isfinite(v).all():
+            raise CheckpointError(f"checkpoint {path}: parameter {k!r} holds NaN or inf")
     return params, opt, meta, arrays

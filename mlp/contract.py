@@ -19,6 +19,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from mlp.validation import as_float_array
+
 __all__ = ["contract"]
 
 
@@ -103,9 +105,19 @@ def contract(pattern: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     output axes in the pattern's order (a view of the product; contiguous in the common cases).
 
     Raises ``ValueError`` naming the axis when sizes disagree, and naming the operand when its
-    number of axes does not match the pattern.
+    number of axes does not match the pattern; ``TypeError`` for a pattern that is not a string
+    or an operand that is not real (complex, object, strings). Lists are converted.
     """
+    if not isinstance(pattern, str):
+        raise TypeError(
+            f"contract: pattern: expected a str like 'n d, d m -> n m', "
+            f"received {type(pattern).__name__}"
+        )
     plan = _plan(pattern)
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+        a = as_float_array("contract: operand 1", a)
+    if not isinstance(b, np.ndarray) or b.dtype.kind not in "biuf":
+        b = as_float_array("contract: operand 2", b)
     a_axes0 = pattern.split("->")[0].split(",")[0].split()
     b_axes0 = pattern.split("->")[0].split(",")[1].split()
     for name, x, axes in (("operand 1", a, a_axes0), ("operand 2", b, b_axes0)):
@@ -125,13 +137,10 @@ def contract(pattern: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a = a.sum(axis=plan.a_sum)
     if plan.b_sum:
         b = b.sum(axis=plan.b_sum)
-    if plan.swap:
+    if plan.swap:  # plan.a_axes/b_axes already name the swapped roles
         a, b = b, a
-        a_axes, b_axes = plan.b_axes, plan.a_axes
-    else:
-        a_axes, b_axes = plan.a_axes, plan.b_axes
-    A = _arrange(a, a_axes, plan.a_perm)
-    B = _arrange(b, b_axes, plan.b_perm)
+    A = _arrange(a, plan.a_axes, plan.a_perm)
+    B = _arrange(b, plan.b_axes, plan.b_perm)
     r = np.matmul(A, B)
     if plan.n_summed:
         r = r.sum(axis=tuple(range(plan.n_summed)))

@@ -17,7 +17,14 @@ import numpy as np
 
 from mlp.contract import contract
 from mlp.numerics import cross_entropy, relu, relu_grad, softmax
-from mlp.validation import as_float_array, check_finite, check_nonempty, class_labels
+from mlp.validation import (
+    FLOAT_DTYPES,
+    as_float_array,
+    check_finite,
+    check_nonempty,
+    class_labels,
+    positive,
+)
 
 PARAM_KEYS = ("W1", "b1", "W2", "b2")
 
@@ -42,6 +49,10 @@ def init_params(
     ):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name}: expected a positive integer, received {v!r}")
+    if scale is not None:
+        positive("scale", scale)
+    if np.dtype(dtype) not in FLOAT_DTYPES:
+        raise ValueError(f"dtype: expected float32 or float64, received {np.dtype(dtype)}")
     rng = np.random.default_rng(seed)
     s = 1.0 if scale is None else float(scale)
     shapes = {
@@ -65,6 +76,9 @@ def check_params(
     if missing:
         raise ValueError(f"theta: expected keys {PARAM_KEYS}, missing {missing}")
     W1, b1, W2, b2 = (np.asarray(theta[k]) for k in PARAM_KEYS)
+    for key, a in zip(PARAM_KEYS, (W1, b1, W2, b2), strict=True):
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"theta[{key!r}]: expected a real array, received dtype {a.dtype}")
     if W1.ndim != 2:
         raise ValueError(f"theta['W1']: expected shape (d, m), received {W1.shape}")
     d, m = W1.shape

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlp.validation import as_float_array, check_nonempty, class_labels, sign_labels
+
 
 def relu(x: np.ndarray) -> np.ndarray:
     """``relu(x) = max(x, 0)`` elementwise; same shape and dtype as ``x``."""
@@ -22,8 +24,19 @@ def relu_grad(h: np.ndarray) -> np.ndarray:
     return (h > 0).astype(h.dtype)
 
 
+def _logits(z: object, axis: int) -> np.ndarray:
+    """``z`` as a real float array with at least one entry along ``axis`` (for the softmaxes)."""
+    z = as_float_array("z", z)
+    if not -z.ndim <= axis < z.ndim:
+        raise ValueError(f"axis: expected an axis of z (ndim {z.ndim}), received {axis!r}")
+    if z.shape[axis] == 0:
+        raise ValueError(f"z: expected at least one entry along axis {axis}, received {z.shape}")
+    return z
+
+
 def logsumexp(z: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:
     """``log sum_a exp(z_a)`` along ``axis``, shifted by the max: finite for any finite ``z``."""
+    z = _logits(z, axis)
     m = np.max(z, axis=axis, keepdims=True)
     out = np.log(np.sum(np.exp(z - m), axis=axis, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axis)
@@ -34,19 +47,24 @@ def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
 
     Finite for any finite input: logits of +-1e4 give exact 0/1 weights, never NaN.
     """
+    z = _logits(z, axis)
     e = np.exp(z - np.max(z, axis=axis, keepdims=True))
     e /= np.sum(e, axis=axis, keepdims=True)
     return e
 
 
-def softmax_with_argmax(z: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+def softmax_with_argmax(
+    z: np.ndarray, axis: int = -1, overwrite: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`softmax` along ``axis`` and the index of the largest entry (``keepdims`` shape).
 
     The max-shift needs the max anyway; its position is what :func:`softmax_backward` uses to
-    stay exact when the softmax saturates.
+    stay exact when the softmax saturates. ``overwrite`` computes the softmax in ``z``'s memory
+    (no new array; ``z`` then holds the weights). Fastest when ``axis`` is contiguous in memory.
     """
     top = np.argmax(z, axis=axis, keepdims=True)
-    e = np.exp(z - np.take_along_axis(z, top, axis=axis))
+    e = np.subtract(z, np.take_along_axis(z, top, axis=axis), out=z if overwrite else None)
+    np.exp(e, out=e)
     e /= np.sum(e, axis=axis, keepdims=True)
     return e, top
 
@@ -66,20 +84,34 @@ def softmax_backward(
     ``axis``, so ``dS`` is first shifted to be 0 at the dominant entry. Then ``sum(S * dS)`` is a
     sum of small terms and ``dz`` at the dominant entry, ``-S_top * sum(...)``, has no
     cancellation (the textbook form subtracts two numbers that agree to all their digits).
-    ``top=None`` gives the textbook form. ``overwrite`` lets it reuse ``dS``'s memory.
+    ``top=None`` gives the textbook form. ``dS`` has ``S``'s shape or broadcasts to it (a size-1
+    axis for a gradient that is the same along it). ``overwrite`` lets it reuse ``dS``'s memory
+    (when it has ``S``'s shape); otherwise the result is a new array in ``S``'s memory order.
     """
-    g = dS if overwrite else dS.copy()
+    if overwrite and dS.shape == S.shape:
+        g = dS
+    else:
+        g = np.empty_like(S, dtype=np.result_type(S, dS))
+        g[...] = dS
     if top is not None:
         g -= np.take_along_axis(g, top, axis=axis)
-    sigma = np.sum(S * g, axis=axis, keepdims=True)
-    g -= sigma
+    # sum_axis(S * g) without an array of the products: one pass over S and g
+    sigma = np.einsum("...a,...a->...", np.moveaxis(S, axis, -1), np.moveaxis(g, axis, -1))
+    g -= np.expand_dims(sigma, axis)
     g *= S
     return g
 
 
 def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``z - logsumexp(z)`` along ``axis``; finite for any finite ``z``."""
-    return z - logsumexp(z, axis=axis, keepdims=True)
+    """``z - logsumexp(z)`` along ``axis``; finite for any finite ``z``.
+
+    Computed as ``(z - max) - log(sum exp(z - max))``: subtracting the max first keeps the
+    result exact where ``z - logsumexp(z)`` would round ``logsumexp`` to ``max`` (equal logits of
+    1e17 would get log-probabilities 0 instead of ``-log 2``).
+    """
+    z = _logits(z, axis)
+    s = z - np.max(z, axis=axis, keepdims=True)
+    return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
 
 
 def cross_entropy(Z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -88,13 +120,19 @@ def cross_entropy(Z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     ``J = -(1/n) sum_i log softmax(Z)[i, y_i]``, ``dZ = (softmax(Z) - onehot(y)) / n``.
 
     Shapes: ``Z (n, k)``, ``y (n,)`` integers in ``0..k-1``; returns ``(J, dZ (n, k))``.
-    Computed through log-sum-exp: logits of +-1e4 give a finite loss and gradient.
+    Computed through log-sum-exp: logits of +-1e4 give a finite loss and gradient. Non-finite
+    logits are not refused: they give a non-finite loss (what the trainer reports as divergence).
     """
+    Z = as_float_array("Z", Z, ndim=2)
+    check_nonempty("Z", Z)
     n = Z.shape[0]
-    logp = log_softmax(Z, axis=1)
+    y = class_labels("y", y, n, Z.shape[1])
+    s = Z - np.max(Z, axis=1, keepdims=True)  # log_softmax and softmax from one exp
+    dZ = np.exp(s)
+    total = np.sum(dZ, axis=1, keepdims=True)
     rows = np.arange(n)
-    loss = -float(np.mean(logp[rows, y]))
-    dZ = np.exp(logp)
+    loss = -float(np.mean(s[rows, y] - np.log(total[:, 0])))
+    dZ /= total
     dZ[rows, y] -= 1
     dZ /= n
     return loss, dZ
@@ -110,6 +148,11 @@ def logistic_loss(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     ``log(1 + exp(-m))`` is ``np.logaddexp(0, -m)`` and ``sigmoid(-m) = exp(-logaddexp(0, m))``
     keeps its relative accuracy when the loss is 1e-300 (what normalized GD divides by).
     """
+    z = as_float_array("z", z, ndim=(1, 2))
+    check_nonempty("z", z)
+    if z.ndim == 2 and z.shape[1] != 1:
+        raise ValueError(f"z: expected shape (n,) or (n, 1), received {z.shape}")
+    y = sign_labels("y", y, z.shape[0])
     zf = z.reshape(z.shape[0])
     margin = y.astype(z.dtype, copy=False) * zf
     n = zf.shape[0]

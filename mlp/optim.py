@@ -7,6 +7,7 @@ arrays (for checkpoints). A schedule is a callable ``step -> lr``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -19,12 +20,27 @@ class ZeroGradientError(ArithmeticError):
     """Normalized GD met an exactly zero gradient: the direction ``g / ||g||`` is undefined."""
 
 
+def check_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+    """Refuse a step that cannot be right: ``lr <= 0`` (or not finite), a gradient for a key that
+    ``params`` lacks, or a gradient whose shape differs from its parameter's."""
+    positive("lr", lr)
+    for k, g in grads.items():
+        if k not in params:
+            raise ValueError(f"grads: key {k!r} is not a parameter; params has {list(params)}")
+        if np.shape(g) != np.shape(params[k]):
+            raise ValueError(
+                f"grads[{k!r}]: expected the parameter's shape {np.shape(params[k])}, "
+                f"received {np.shape(g)}"
+            )
+
+
 class SGD:
     """Plain (mini-batch) gradient descent: ``w <- w - lr * g``."""
 
     name = "sgd"
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        check_step(params, grads, lr)
         for k, g in grads.items():
             params[k] -= lr * g
 
@@ -48,9 +64,12 @@ class NormalizedGD:
     name = "ngd"
 
     def __init__(self, per_param: bool = False) -> None:
+        if not isinstance(per_param, (bool, np.bool_)):
+            raise TypeError(f"per_param: expected True or False, received {per_param!r}")
         self.per_param = per_param
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        check_step(params, grads, lr)
         if self.per_param:
             norms = {k: float(np.linalg.norm(g)) for k, g in grads.items()}
         else:
@@ -84,7 +103,11 @@ class Adam:
 
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         for nm, b in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= b < 1.0:
+            if (
+                isinstance(b, bool)
+                or not isinstance(b, (int, float, np.integer, np.floating))
+                or not 0.0 <= b < 1.0
+            ):
                 raise ValueError(f"{nm}: expected a value in [0, 1), received {b!r}")
         positive("eps", eps)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
@@ -93,12 +116,18 @@ class Adam:
         self.v: dict[str, np.ndarray] = {}
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        check_step(params, grads, lr)
         self.t += 1
         c1 = 1.0 - self.beta1**self.t
         c2 = 1.0 - self.beta2**self.t
         for k, g in grads.items():
             m = self.m.setdefault(k, np.zeros_like(g))
             v = self.v.setdefault(k, np.zeros_like(g))
+            if m.shape != g.shape or v.shape != g.shape:
+                raise ValueError(
+                    f"Adam state for {k!r}: expected moments of the gradient's shape {g.shape}, "
+                    f"received m {m.shape} and v {v.shape}"
+                )
             m *= self.beta1
             m += (1.0 - self.beta1) * g
             v *= self.beta2
@@ -113,10 +142,27 @@ class Adam:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         if "t" not in state:
-            raise ValueError("Adam state: expected key 't'")
-        self.t = int(state["t"])
-        self.m = {k[2:]: np.array(a) for k, a in state.items() if k.startswith("m/")}
-        self.v = {k[2:]: np.array(a) for k, a in state.items() if k.startswith("v/")}
+            raise ValueError(f"Adam state: expected key 't', received keys {sorted(state)}")
+        t = np.asarray(state["t"])
+        if t.shape != () or t.dtype.kind not in "iu" or int(t) < 0:
+            raise ValueError(
+                f"Adam state 't': expected a non-negative integer, received {t.dtype} {t.shape}"
+            )
+        m = {k[2:]: np.array(a) for k, a in state.items() if k.startswith("m/")}
+        v = {k[2:]: np.array(a) for k, a in state.items() if k.startswith("v/")}
+        unknown = sorted(k for k in state if k != "t" and not k.startswith(("m/", "v/")))
+        if unknown or set(m) != set(v):
+            raise ValueError(
+                f"Adam state: expected 't' and matching 'm/<key>', 'v/<key>' entries, "
+                f"received keys {sorted(state)}"
+            )
+        for k in m:
+            if m[k].dtype.kind != "f" or m[k].shape != v[k].shape or v[k].dtype != m[k].dtype:
+                raise ValueError(
+                    f"Adam state for {k!r}: expected float moments of one shape, received "
+                    f"m {m[k].dtype} {m[k].shape} and v {v[k].dtype} {v[k].shape}"
+                )
+        self.t, self.m, self.v = int(t), m, v
 
 
 OPTIMIZERS = ("sgd", "ngd", "adam")
@@ -126,6 +172,12 @@ def make_optimizer(name: str, **kwargs: object) -> SGD | NormalizedGD | Adam:
     """``'sgd'``, ``'ngd'`` (normalized GD) or ``'adam'``."""
     choice("optimizer", name, OPTIMIZERS)
     cls = {"sgd": SGD, "ngd": NormalizedGD, "adam": Adam}[name]
+    allowed = list(inspect.signature(cls).parameters)
+    unknown = sorted(k for k in kwargs if k not in allowed)
+    if unknown:
+        raise ValueError(
+            f"optimizer {name!r}: unknown option(s) {unknown}; expected options {allowed}"
+        )
     return cls(**kwargs)  # type: ignore[arg-type]
 
 

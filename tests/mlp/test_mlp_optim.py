@@ -1,0 +1,155 @@
+"""Optimizers update dicts of arrays exactly as their formulas say; schedules give eta_t."""
+
+import numpy as np
+import pytest
+
+import mlp
+
+
+def _params_and_grads(seed: int = 0) -> tuple[dict, dict]:
+    rng = np.random.default_rng(seed)
+    shapes = {"W1": (3, 4), "b1": (4,), "W2": (4, 2), "b2": (2,)}
+    params = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    grads = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    return params, grads
+
+
+def _delta(before: dict, after: dict) -> dict:
+    return {k: after[k] - before[k] for k in before}
+
+
+def test_sgd_step_is_exact() -> None:
+    params, grads = _params_and_grads()
+    before = {k: v.copy() for k, v in params.items()}
+    mlp.SGD().step(params, grads, 0.25)
+    for k in params:
+        assert np.array_equal(params[k], before[k] - 0.25 * grads[k]), k
+
+
+def test_sgd_updates_only_the_given_keys_in_place() -> None:
+    params, grads = _params_and_grads()
+    W1, b2 = params["W1"], params["b2"].copy()
+    mlp.SGD().step(params, {"W1": grads["W1"]}, 0.1)
+    assert params["W1"] is W1  # in place
+    assert np.array_equal(params["b2"], b2)
+
+
+def test_normalized_gd_global_step_has_norm_lr() -> None:
+    params, grads = _params_and_grads(1)
+    before = {k: v.copy() for k, v in params.items()}
+    mlp.NormalizedGD().step(params, grads, 0.1)
+    d = _delta(before, params)
+    total = np.sqrt(sum(np.sum(v**2) for v in d.values()))
+    assert total == pytest.approx(0.1, rel=1e-12)
+    gnorm = np.sqrt(sum(np.sum(g**2) for g in grads.values()))
+    for k in d:  # the direction is -g / ||g|| over all parameters together
+        np.testing.assert_allclose(d[k], -0.1 * grads[k] / gnorm, rtol=1e-9, atol=1e-15)
+
+
+def test_normalized_gd_per_param_steps_have_norm_lr() -> None:
+    params, grads = _params_and_grads(2)
+    grads["b2"] *= 1e-8  # per-parameter normalization ignores the scale
+    before = {k: v.copy() for k, v in params.items()}
+    mlp.NormalizedGD(per_param=True).step(params, grads, 0.3)
+    for k, v in _delta(before, params).items():
+        assert np.linalg.norm(v) == pytest.approx(0.3, rel=1e-12), k
+
+
+def test_normalized_gd_zero_gradient_raises() -> None:
+    params, grads = _params_and_grads(3)
+    zero = {k: np.zeros_like(g) for k, g in grads.items()}
+    with pytest.raises(mlp.ZeroGradientError, match="exactly zero"):
+        mlp.NormalizedGD().step(params, zero, 0.1)
+    grads["b1"] = np.zeros_like(grads["b1"])
+    with pytest.raises(mlp.ZeroGradientError, match="'b1'"):
+        mlp.NormalizedGD(per_param=True).step(params, grads, 0.1)
+    before = {k: v.copy() for k, v in params.items()}
+    mlp.NormalizedGD().step(params, grads, 0.1)  # globally the gradient is not zero: fine
+    assert np.array_equal(params["b1"], before["b1"])
+    assert not np.array_equal(params["W1"], before["W1"])
+
+
+def test_adam_first_step_is_minus_lr_sign_g() -> None:
+    params, grads = _params_and_grads(4)
+    before = {k: v.copy() for k, v in params.items()}
+    mlp.Adam().step(params, grads, 0.01)
+    for k, v in _delta(before, params).items():
+        # m_hat = g, v_hat = g^2: the step is -lr g / (|g| + eps)
+        np.testing.assert_allclose(v, -0.01 * np.sign(grads[k]), rtol=1e-4)
+        np.testing.assert_allclose(v, -0.01 * grads[k] / (np.abs(grads[k]) + 1e-8), rtol=1e-12)
+
+
+def test_adam_state_dict_round_trip() -> None:
+    params, _ = _params_and_grads(5)
+    rng = np.random.default_rng(6)
+    steps = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(5)]
+    a = mlp.Adam(beta1=0.8, beta2=0.99)
+    pa = {k: v.copy() for k, v in params.items()}
+    for g in steps[:3]:
+        a.step(pa, g, 0.05)
+    state = {k: np.array(v) for k, v in a.state_dict().items()}
+    assert int(state["t"]) == 3
+    assert set(state) == {"t", *(f"m/{k}" for k in params), *(f"v/{k}" for k in params)}
+    b = mlp.Adam(beta1=0.8, beta2=0.99)
+    b.load_state_dict(state)
+    pb = {k: v.copy() for k, v in pa.items()}
+    for g in steps[3:]:
+        a.step(pa, g, 0.05)
+        b.step(pb, g, 0.05)
+    for k in params:
+        assert np.array_equal(pa[k], pb[k]), k
+    fresh = mlp.Adam(beta1=0.8, beta2=0.99)  # without the state the result differs
+    pc = {k: v.copy() for k, v in params.items()}
+    for g in steps[3:]:
+        fresh.step(pc, g, 0.05)
+    assert not np.array_equal(pa["W1"], pc["W1"])
+
+
+def test_optimizer_state_errors() -> None:
+    with pytest.raises(ValueError, match="Adam state: expected key 't'"):
+        mlp.Adam().load_state_dict({"m/W1": np.zeros(2)})
+    with pytest.raises(ValueError, match="SGD has no state"):
+        mlp.SGD().load_state_dict({"t": np.array(1)})
+    with pytest.raises(ValueError, match="beta1"):
+        mlp.Adam(beta1=1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"), [("sgd", mlp.SGD), ("ngd", mlp.NormalizedGD), ("adam", mlp.Adam)]
+)
+def test_make_optimizer(name: str, cls: type) -> None:
+    assert isinstance(mlp.make_optimizer(name), cls)
+
+
+def test_make_optimizer_unknown() -> None:
+    with pytest.raises(ValueError, match="optimizer: expected one of 'sgd', 'ngd', 'adam'"):
+        mlp.make_optimizer("rmsprop")
+
+
+@pytest.mark.parametrize(
+    ("kind", "decay_steps", "t", "expected"),
+    [
+        ("constant", 100.0, 0, 0.1),
+        ("constant", 100.0, 10_000, 0.1),
+        ("inverse", 100.0, 0, 0.1),
+        ("inverse", 100.0, 100, 0.05),
+        ("inverse", 50.0, 450, 0.01),
+    ],
+)
+def test_schedules(kind: str, decay_steps: float, t: int, expected: float) -> None:
+    assert mlp.make_schedule(kind, 0.1, decay_steps)(t) == pytest.approx(expected, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("constant", -1.0), "lr: expected a positive finite number, received -1.0"),
+        (("constant", 0.0), "lr: expected a positive"),
+        (("inverse", float("nan")), "lr: expected a positive"),
+        (("inverse", 0.1, 0.0), "decay_steps: expected a positive"),
+        (("cosine", 0.1), "schedule: expected one of 'constant', 'inverse'"),
+    ],
+)
+def test_schedule_errors(args: tuple, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        mlp.make_schedule(*args)
