@@ -70,19 +70,19 @@ class NormalizedGD:
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
         check_step(params, grads, lr)
-        if self.per_param:
-            norms = {k: float(np.linalg.norm(g)) for k, g in grads.items()}
-        else:
-            total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
-            norms = dict.fromkeys(grads, total)
-        for k, nrm in norms.items():
-            if nrm == 0.0:
+        groups = [[k] for k in grads] if self.per_param else [list(grads)]
+        for keys in groups:
+            # ||g|| as scale * ||g / scale||: no underflow when the entries are below 1e-154
+            # (their squares would round to 0) and no overflow above 1e154
+            scale = max(float(np.max(np.abs(grads[k]), initial=0.0)) for k in keys)
+            if scale == 0.0:
                 raise ZeroGradientError(
-                    f"normalized GD: the gradient of {k!r} is exactly zero, so g/||g|| is "
-                    "undefined (training has reached a stationary point)"
+                    f"normalized GD: the gradient of {', '.join(map(repr, keys))} is exactly "
+                    "zero, so g/||g|| is undefined (training has reached a stationary point)"
                 )
-        for k, g in grads.items():
-            params[k] -= (lr / norms[k]) * g
+            norm = math.sqrt(sum(float(np.vdot(grads[k] / scale, grads[k] / scale)) for k in keys))
+            for k in keys:
+                params[k] -= (lr / norm) * (grads[k] / scale)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {}

@@ -153,3 +153,18 @@ def test_schedules(kind: str, decay_steps: float, t: int, expected: float) -> No
 def test_schedule_errors(args: tuple, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         mlp.make_schedule(*args)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e-160, 1.0, 1e160, 1e200])
+@pytest.mark.parametrize("per_param", [False, True])
+def test_normalized_gd_step_has_length_lr_for_tiny_and_huge_gradients(scale, per_param):
+    # entries below 1e-154 square to 0 in float64: a naive ||g|| would be 0 (or inf above 1e154)
+    params = {"a": np.zeros(3), "b": np.zeros(2)}
+    grads = {"a": np.array([3.0, 0.0, 0.0]) * scale, "b": np.array([0.0, 4.0]) * scale}
+    NormalizedGD(per_param=per_param).step(params, grads, 0.5)
+    if per_param:
+        np.testing.assert_allclose(params["a"], [-0.5, 0.0, 0.0], rtol=1e-15)
+        np.testing.assert_allclose(params["b"], [0.0, -0.5], rtol=1e-15)
+    else:
+        np.testing.assert_allclose(params["a"], [-0.3, 0.0, 0.0], rtol=1e-15)
+        np.testing.assert_allclose(params["b"], [0.0, -0.4], rtol=1e-15)
