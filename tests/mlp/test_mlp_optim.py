@@ -161,7 +161,7 @@ def test_normalized_gd_step_has_length_lr_for_tiny_and_huge_gradients(scale, per
     # entries below 1e-154 square to 0 in float64: a naive ||g|| would be 0 (or inf above 1e154)
     params = {"a": np.zeros(3), "b": np.zeros(2)}
     grads = {"a": np.array([3.0, 0.0, 0.0]) * scale, "b": np.array([0.0, 4.0]) * scale}
-    NormalizedGD(per_param=per_param).step(params, grads, 0.5)
+    mlp.NormalizedGD(per_param=per_param).step(params, grads, 0.5)
     if per_param:
         np.testing.assert_allclose(params["a"], [-0.5, 0.0, 0.0], rtol=1e-15)
         np.testing.assert_allclose(params["b"], [0.0, -0.5], rtol=1e-15)
