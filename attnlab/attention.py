@@ -66,14 +66,10 @@ def _check_query(X: np.ndarray, Q: object) -> np.ndarray:
 
 
 def attention_scores(X: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    """``scores = X^T Q``: ``(n, c, j)`` from ``X (n, d, c)`` and ``Q (n, d, j)`` or ``(d, j)``.
-
-    Stored token-contiguous (a transposed view of an ``(n, j, c)`` array): the softmax over
-    ``c`` then reads contiguous memory (``argmax`` along a strided axis is 3x slower).
-    """
+    """``scores = X^T Q``: ``(n, c, j)`` from ``X (n, d, c)`` and ``Q (n, d, j)`` or ``(d, j)``."""
     if Q.ndim == 2:
-        return contract("d j, n d c -> n j c", Q, X).transpose(0, 2, 1)
-    return contract("n d j, n d c -> n j c", Q, X).transpose(0, 2, 1)
+        return contract("n d c, d j -> n c j", X, Q)
+    return contract("n d c, n d j -> n c j", X, Q)
 
 
 def attend_forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
@@ -120,8 +116,7 @@ def attend_backward(
             f"dOut: expected shape (n={n}, d={d}, j={j}), received {dOut.shape} "
             f"(or (n={n}, d={d}, 1): the same gradient for every query column)"
         )
-    # dS (n, c, j) in S's memory order, or (n, c, 1) that softmax_backward broadcasts
-    dS = contract("n d j, n d c -> n j c", dOut, X).transpose(0, 2, 1)
+    dS = contract("n d c, n d j -> n c j", X, dOut)  # (n, c, 1) for a broadcast dOut
     dScores = softmax_backward(S, dS, axis=1, top=None if textbook else cache.top, overwrite=True)
     if cache.shared:
         dQ = contract("n d c, n c j -> d j", X, dScores)

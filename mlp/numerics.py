@@ -84,17 +84,19 @@ def softmax_backward(
     ``axis``, so ``dS`` is first shifted to be 0 at the dominant entry. Then ``sum(S * dS)`` is a
     sum of small terms and ``dz`` at the dominant entry, ``-S_top * sum(...)``, has no
     cancellation (the textbook form subtracts two numbers that agree to all their digits).
-    ``top=None`` gives the textbook form. ``dS`` has ``S``'s shape or broadcasts to it (a size-1
-    axis for a gradient that is the same along it). ``overwrite`` lets it reuse ``dS``'s memory
-    (when it has ``S``'s shape); otherwise the result is a new array in ``S``'s memory order.
+    ``top=None`` gives the textbook form. ``dS`` has ``S``'s shape, or size 1 on other axes than
+    ``axis`` (a gradient that is the same along them: it is broadcast). ``overwrite`` lets it
+    reuse ``dS``'s memory (when it has ``S``'s shape); otherwise the result is a new array in
+    ``S``'s memory order.
     """
     if overwrite and dS.shape == S.shape:
         g = dS
     else:
         g = np.empty_like(S, dtype=np.result_type(S, dS))
-        g[...] = dS
     if top is not None:
-        g -= np.take_along_axis(g, top, axis=axis)
+        np.subtract(dS, np.take_along_axis(dS, top, axis=axis), out=g)
+    elif g is not dS:
+        g[...] = dS
     # sum_axis(S * g) without an array of the products: one pass over S and g
     sigma = np.einsum("...a,...a->...", np.moveaxis(S, axis, -1), np.moveaxis(g, axis, -1))
     g -= np.expand_dims(sigma, axis)

@@ -100,3 +100,11 @@ def test_init_params_is_seeded_and_scaled() -> None:
         assert np.array_equal(a[key], b[key]) and not np.array_equal(a[key], c[key])
         np.testing.assert_allclose(s[key], 0.1 * a[key], rtol=1e-15)
     assert mlp.init_params(3, 4, 2, dtype=np.float32)["W1"].dtype == np.float32
+
+
+def test_check_finite_accepts_finite_values_whose_sum_overflows():
+    from mlp.validation import check_finite
+
+    check_finite("X", np.array([1e308, 1e308, -1e308, -1e308, 1e308]))  # sum is inf or nan
+    with pytest.raises(ValueError, match=r"X: expected finite values, received 1 NaN"):
+        check_finite("X", np.array([1e308, 1e308, np.nan]))
