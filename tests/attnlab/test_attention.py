@@ -243,3 +243,50 @@ def test_backward_dOut_shape_errors(shape: tuple, match: str) -> None:
     _, cache = attend_forward(np.ones((2, 3, 4)), np.ones((3, 2)))
     with pytest.raises(ValueError, match=match):
         attend_backward(np.ones(shape), cache)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("broadcast", [True, False])
+def test_blocks_of_prompts_equal_the_loop_reference(
+    monkeypatch: pytest.MonkeyPatch, shared: bool, broadcast: bool
+) -> None:
+    """The prompts are processed in blocks; blocks of 3 prompts (the last one of 1) change
+    nothing: forward and backward equal the per-prompt loops."""
+    import attnlab.attention
+
+    n, d, c, j = 7, 3, 5, 4
+    monkeypatch.setattr(attnlab.attention, "_BLOCK_BYTES", 3 * c * j * 8)
+    assert [b.stop - b.start for b in attnlab.attention._blocks(n, c * j * 8)] == [3, 3, 1]
+    X, Q, dOut = _problem((n, d, c), (d, j) if shared else (n, d, j), seed=11, scale=5.0)
+    if broadcast:  # the same gradient in every query column, as (n, d, 1)
+        dOut = dOut[:, :, :1]
+    out, cache = attend_forward(X, Q)
+    dX, dQ = attend_backward(dOut, cache)
+    out_l, S_l = attend_forward_loop(X, Q)
+    dX_l, dQ_l = attend_backward_loop(np.broadcast_to(dOut, (n, d, j)), X, Q)
+    for name, a, b in (
+        ("out", out, out_l),
+        ("S", cache.S, S_l),
+        ("dX", dX, dX_l),
+        ("dQ", dQ, dQ_l),
+    ):
+        assert a.shape == b.shape, name
+        assert rel_error(a, b) < 1e-12, name
+    np.testing.assert_array_equal(cache.top[:, 0, :], np.argmax(S_l, axis=1))
+
+
+def test_argmax_token_is_a_largest_score_with_ties() -> None:
+    """``top`` points at a largest score of its column; with ties, at the first of them."""
+    from mlp.numerics import softmax_with_argmax
+
+    rng = np.random.default_rng(12)
+    z = rng.integers(-3, 3, size=(4, 6, 5)).astype(float)  # many ties
+    z[0, :, 0] = 2.0  # a column of equal scores
+    S, top = softmax_with_argmax(z.copy(), axis=1)
+    assert top.shape == (4, 1, 5)
+    best = np.take_along_axis(z, top, axis=1)
+    np.testing.assert_array_equal(best, z.max(axis=1, keepdims=True))
+    for i, k in np.ndindex(4, 5):  # the first maximal token, found by a plain scan
+        first = next(t for t in range(6) if z[i, t, k] == z[i, :, k].max())
+        assert top[i, 0, k] == first
+    np.testing.assert_allclose(S.sum(axis=1), 1.0, rtol=1e-15)
