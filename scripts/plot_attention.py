@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Redraw the attention figures of a run folder written by scripts/train_attention.py.
+
+    python scripts/plot_attention.py runs/attention-20250101-120000
+    python scripts/plot_attention.py RUN_DIR --out figures/
+
+Rebuilds the model from config.json + params.npz, reads snapshots.npz and writes
+attention_map.png (the attention weights of the snapshot test prompts after training, the marked
+token outlined, true and predicted class in each title) and attention_over_training.png (the
+weight on the marked token at every evaluation) into RUN_DIR, or --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from attnlab.plots import plot_run
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    p = _Parser(prog="plot_attention.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a train_attention.py run folder")
+    p.add_argument(
+        "--out", type=Path, default=None, help="folder for the figures (default RUN_DIR)"
+    )
+    return p, p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parse_args(argv)
+    try:
+        paths = plot_run(args.run_dir, args.out)
+    except (ValueError, TypeError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
