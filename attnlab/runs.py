@@ -22,7 +22,7 @@ from attnlab.queries import ATTENTIONS
 from attnlab.tasks import TASKS, Task, make_task
 from mlp.data import CLASS_NAMES
 from mlp.optim import OPTIMIZERS, make_optimizer
-from mlp.runs import load_arrays, load_model, save_arrays, write_json
+from mlp.runs import RunFolderError, load_arrays, load_model, read_json, save_arrays, write_json
 from mlp.trainer import Dataset, History, Trainer
 from mlp.validation import choice, positive
 
@@ -243,18 +243,11 @@ def make_run(
     return Run(opts, task, model, trainer, snapshot, index)
 
 
-def save_run(run: Run, out: str | Path) -> dict[str, Path]:
-    """Write ``config.json``, ``metrics.json``, ``history.csv``, ``params.npz`` and
-    ``snapshots.npz`` into ``out``; returns the paths by name.
-
-    ``snapshots.npz`` holds the snapshot prompts ``X (p, d, c)``, ``y (p,)``, ``target (p,)``,
-    ``index (p,)`` (rows of the test set), the evaluation ``steps (t,)`` and the attention
-    weights ``S (t, p, c, j)`` at those steps.
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    history: History = run.trainer.history
-    config = {
+def run_config(run: Run) -> dict[str, Any]:
+    """What ``config.json`` holds: the resolved options (under their own names, so
+    :func:`resume_run` can rebuild the run), the model's constructor arguments, the trainable
+    keys, the data sizes and the library versions."""
+    return {
         **run.options,
         "model": run.model.config,
         "trainable": run.trainer.trainable,
@@ -269,6 +262,45 @@ def save_run(run: Run, out: str | Path) -> dict[str, Path]:
             "matplotlib": matplotlib.__version__,
         },
     }
+
+
+def resume_run(run_dir: str | Path, steps: int | None = None, progress: bool | None = None) -> Run:
+    """Rebuild the run of ``run_dir`` with its own options (``config.json``) and load its last
+    checkpoint (``checkpoint.npz``: parameters, optimizer state, step, history, snapshots).
+
+    ``steps`` is the new total number of updates (None: the run's own); training then
+    continues from the checkpoint's step, and ends bit-identical to a run never interrupted.
+    A missing or unreadable file raises :class:`mlp.runs.RunFolderError` or
+    :class:`mlp.checkpoint.CheckpointError` (both ``ValueError``) naming it.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"resume: no run folder at {run_dir}")
+    config = read_json(run_dir / "config.json")
+    options = {k: config[k] for k in COMMON if k in config}
+    missing = sorted(set(COMMON) - set(options))
+    if missing:
+        raise RunFolderError(f"resume: {run_dir / 'config.json'} lacks the options {missing}")
+    if steps is not None:
+        options["steps"] = steps
+    checkpoint = run_dir / "checkpoint.npz"
+    run = make_run(checkpoint=checkpoint, progress=progress, **options)
+    run.trainer.resume(checkpoint)
+    return run
+
+
+def save_run(run: Run, out: str | Path) -> dict[str, Path]:
+    """Write ``config.json``, ``metrics.json``, ``history.csv``, ``params.npz`` and
+    ``snapshots.npz`` into ``out``; returns the paths by name.
+
+    ``snapshots.npz`` holds the snapshot prompts ``X (p, d, c)``, ``y (p,)``, ``target (p,)``,
+    ``index (p,)`` (rows of the test set), the evaluation ``steps (t,)`` and the attention
+    weights ``S (t, p, c, j)`` at those steps.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    history: History = run.trainer.history
+    config = run_config(run)
     snap = run.snapshot
     S = (
         np.stack(history.snapshots)

@@ -6,7 +6,8 @@
 
 The run folder (--out, default runs/attention-<timestamp>) gets config.json (every option and the
 model's constructor arguments), metrics.json, history.csv, params.npz, snapshots.npz (attention
-weights of a few fixed test prompts during training), checkpoint.npz, curves.png,
+weights of a few fixed test prompts during training), checkpoint.npz (written every
+--checkpoint-every steps: `--resume RUN_DIR` continues from it), curves.png,
 attention_map.png and attention_over_training.png. Redraw the figures with
 scripts/plot_attention.py RUN_DIR.
 """
@@ -22,10 +23,18 @@ import numpy as np
 from attnlab.model import HEADS, POOLS
 from attnlab.plots import TARGET_NAMES, plot_attention_curves, plot_run
 from attnlab.queries import ATTENTIONS
-from attnlab.runs import COMMON, IRIS_DEFAULTS, IRIS_STEPS, make_run, save_run
+from attnlab.runs import (
+    COMMON,
+    IRIS_DEFAULTS,
+    IRIS_STEPS,
+    make_run,
+    resume_run,
+    run_config,
+    save_run,
+)
 from attnlab.tasks import TASKS
 from mlp.optim import OPTIMIZERS
-from mlp.runs import default_run_dir
+from mlp.runs import default_run_dir, write_json
 from mlp.trainer import TrainingDiverged, TrainingInterrupted
 
 
@@ -46,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
         "published settings (cross/prompt attention, a fixed linear head, normalized GD, full "
         "batch, lr 0.1, 2000/200 steps).",
     )
-    p.add_argument("--task", choices=TASKS, default=COMMON["task"], help="(default %(default)s)")
+    p.add_argument("--task", choices=TASKS, default=None, help=f"(default {COMMON['task']})")
     p.add_argument(
         "--attention",
         choices=ATTENTIONS,
@@ -85,13 +94,41 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
         default=None,
         help=f"prompts per update (default {_iris_default('batch_size')})",
     )
-    p.add_argument("--seed", type=int, default=0, help="data, initialization, batches (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="data, initialization, batches (default 0)"
+    )
     p.add_argument("--out", type=Path, default=None, help="run folder")
     p.add_argument("--eval-every", type=int, default=None, help="(default steps // 30)")
     p.add_argument(
         "--checkpoint-every", type=int, default=None, help="(default: at every evaluation)"
     )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its last checkpoint with the run's own options; --steps "
+        "is the new total (e.g. a 200-step run resumed with --steps 400 runs 200 more)",
+    )
     return p, p.parse_args(argv)
+
+
+#: The options a resumed run takes from its own config.json (only --steps may change).
+FIXED_ON_RESUME = (
+    "seed",
+    "task",
+    "attention",
+    "pool",
+    "head",
+    "features",
+    "context",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "eval_every",
+    "checkpoint_every",
+    "out",
+)
 
 
 def run(args: argparse.Namespace) -> tuple[Path, dict]:
@@ -114,9 +151,25 @@ def run(args: argparse.Namespace) -> tuple[Path, dict]:
             "checkpoint_every",
         )
     }
-    out = args.out if args.out is not None else default_run_dir("attention")
-    experiment = make_run(checkpoint=out / "checkpoint.npz", **options)  # validates options
-    out.mkdir(parents=True, exist_ok=True)
+    if args.resume is not None:
+        given = [
+            f"--{k.replace('_', '-')}" for k in FIXED_ON_RESUME if getattr(args, k) is not None
+        ]
+        if given:
+            raise ValueError(
+                f"--resume: the run continues with its own options from "
+                f"{args.resume / 'config.json'}; only --steps may be given, received "
+                f"{' '.join(given)}"
+            )
+        out = args.resume
+        experiment = resume_run(out, steps=args.steps)
+        print(f"resuming {out} at step {experiment.trainer.step} of {experiment.trainer.steps}")
+    else:
+        out = args.out if args.out is not None else default_run_dir("attention")
+        experiment = make_run(checkpoint=out / "checkpoint.npz", **options)  # validates options
+        out.mkdir(parents=True, exist_ok=True)
+        # the options first, so that a run killed before its end can be resumed
+        write_json(out / "config.json", run_config(experiment))
     # an overflow ends as one TrainingDiverged message (the trainer checks every loss,
     # gradient and update), not as a stream of numpy RuntimeWarnings before it
     with np.errstate(over="ignore", invalid="ignore"):
@@ -132,7 +185,7 @@ def run(args: argparse.Namespace) -> tuple[Path, dict]:
         target_name=TARGET_NAMES[opts["task"]],
     )
     plot_run(out, out)
-    return out, experiment.metrics()
+    return out, {**experiment.metrics(), "task": opts["task"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         parser.exit(1, f"{parser.prog}: {err}\n")
     except TrainingInterrupted as err:
-        parser.exit(130, f"{parser.prog}: {err}\n")
+        hint = f"; continue with --resume {err.checkpoint.parent}" if err.checkpoint else ""
+        parser.exit(130, f"{parser.prog}: {err}{hint}\n")
     print(
         f"test accuracy {metrics['test_accuracy']:.4f}, "
-        f"attention on the {TARGET_NAMES[args.task]} {metrics['attention_on_target']:.4f} "
+        f"attention on the {TARGET_NAMES[metrics['task']]} {metrics['attention_on_target']:.4f} "
         f"(train accuracy {metrics['train_accuracy']:.4f}, final loss {metrics['final_loss']:.4f})"
     )
     print(f"run folder: {out}")
