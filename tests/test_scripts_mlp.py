@@ -18,6 +18,7 @@ FILES = (
     "params.npz",
     "curves.png",
     "decision_regions.png",
+    "checkpoint.npz",
 )
 
 
@@ -131,3 +132,28 @@ def test_bad_option_in_a_real_process(tmp_path: Path, args: list, message: str) 
     proc = _run(*args, "--out", str(tmp_path / "run"))
     _check_one_line_error(proc.returncode, proc.stderr, message)
     assert proc.stdout == "" and not (tmp_path / "run").exists()
+
+
+def test_resume_continues_to_the_new_total_bit_identical(tmp_path: Path) -> None:
+    # constant learning rate: the schedule does not depend on the total number of epochs
+    common = ("--schedule", "constant", "--checkpoint-every", "10")
+    full, short = tmp_path / "full", tmp_path / "short"
+    assert _run(*common, "--epochs", "60", "--out", str(full)).returncode == 0
+    assert _run(*common, "--epochs", "20", "--out", str(short)).returncode == 0
+    proc = _run("--resume", str(short), "--epochs", "60")
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming" in proc.stdout and "at step 160 of 480" in proc.stdout
+    a, b = np.load(full / "params.npz"), np.load(short / "params.npz")
+    for k in ("W1", "b1", "W2", "b2"):
+        assert np.array_equal(a[k], b[k]), k
+    assert (full / "history.csv").read_text() == (short / "history.csv").read_text()
+    assert json.loads((short / "config.json").read_text())["epochs"] == 60
+
+
+def test_resume_refuses_other_options_and_missing_runs(run_dir: tuple, tmp_path: Path) -> None:
+    out, _ = run_dir
+    proc = _run("--resume", str(out), "--lr", "0.5", "--hidden", "3")
+    _check_one_line_error(proc.returncode, proc.stderr, "only --epochs may be given")
+    assert "--hidden --lr" in proc.stderr or "--lr --hidden" in proc.stderr
+    proc = _run("--resume", str(tmp_path / "missing"))
+    _check_one_line_error(proc.returncode, proc.stderr, "no run folder")
