@@ -113,7 +113,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
     return p, p.parse_args(argv)
 
 
-#: The options a resumed run takes from its own config.json (only --steps may change).
+#: The options a resumed run takes from its own config.json (only --steps may change); all but
+#: ``out`` are options of :func:`attnlab.runs.make_run`.
 FIXED_ON_RESUME = (
     "seed",
     "task",
@@ -133,24 +134,7 @@ FIXED_ON_RESUME = (
 
 def run(args: argparse.Namespace) -> tuple[Path, dict]:
     """Train with the options of ``args``; write the run folder; return it and the metrics."""
-    options = {
-        k: getattr(args, k)
-        for k in (
-            "task",
-            "attention",
-            "pool",
-            "head",
-            "features",
-            "context",
-            "optimizer",
-            "lr",
-            "steps",
-            "batch_size",
-            "seed",
-            "eval_every",
-            "checkpoint_every",
-        )
-    }
+    options = {k: getattr(args, k) for k in (*FIXED_ON_RESUME[:-1], "steps")}
     if args.resume is not None:
         given = [
             f"--{k.replace('_', '-')}" for k in FIXED_ON_RESUME if getattr(args, k) is not None
