@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -18,9 +19,14 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from mlp.trainer import History
+
+if TYPE_CHECKING:
+    from attnlab.max_margin import MaxMarginRun, PromptNormRun
 
 DPI = 120
 TARGET_COLOR = "#d62728"
@@ -330,3 +336,91 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Pa
             target_name=target_name,
         )
     return paths
+
+
+# --- the max-margin reproduction (scripts/reproduce_max_margin.py) ---------------------------
+
+
+def _band(ax: Axes, curves: np.ndarray, label: str, color: str, std: bool) -> None:
+    """Mean over seeds and its spread: +-1 standard deviation (as in the papers) or min..max."""
+    steps = np.arange(curves.shape[1])
+    mean = curves.mean(axis=0)
+    if std:
+        lo, hi, what = mean - curves.std(axis=0), mean + curves.std(axis=0), "+-std"
+    else:
+        lo, hi, what = curves.min(axis=0), curves.max(axis=0), "min..max"
+    ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0, label=f"{label}: {what}")
+    ax.plot(steps, mean, color=color, label=f"{label}: mean")
+
+
+def plot_max_margin(
+    out: str | Path,
+    exact: list[MaxMarginRun],
+    textbook: list[MaxMarginRun],
+    ngd: PromptNormRun,
+    gd: PromptNormRun,
+) -> list[Path]:
+    """The papers' figures of the max-margin reproduction, written into ``out``: the
+    correlation with ``W_mm`` (mean and spread over seeds), the selected token's weight and
+    ``||W||``, exact against textbook backward; and prompt-norm's ``||p||`` and optimal-token
+    weight under normalized GD and GD. Returns the paths."""
+    out = Path(out)
+    seeds = len(exact)
+    title = f"max-margin: cross attention, normalized GD, {seeds} seeds"
+    kinds = (("textbook backward", textbook, "tab:red"), ("exact backward", exact, "tab:blue"))
+
+    fig = Figure(figsize=(11, 4.2))
+    a1, a2 = fig.subplots(1, 2)
+    for label, runs, color in kinds:
+        corr = np.array([r.correlation for r in runs])
+        _band(a1, corr, label, color, std=True)
+        gap = 1.0 - corr
+        a2.semilogy(gap.mean(axis=0), color=color, label=f"{label}: mean")
+        a2.semilogy(gap.max(axis=0), color=color, lw=0.8, ls=":", label=f"{label}: worst seed")
+    a1.set_ylim(0.0, 1.01)
+    a1.set_ylabel("correlation <W, W_mm> / (||W|| ||W_mm||)")
+    a2.set_ylabel("1 - correlation")
+    for ax in (a1, a2):
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out / "max_margin_correlation.png", dpi=120)
+    written = [out / "max_margin_correlation.png"]
+
+    fig = Figure(figsize=(11, 4.2))
+    a1, a2 = fig.subplots(1, 2)
+    for label, runs, color in kinds:
+        _band(a1, np.array([r.probability for r in runs]), label, color, std=False)
+        _band(a2, np.array([r.norm for r in runs]), label, color, std=False)
+    a1.set_ylabel("weight of the selected token")
+    a1.set_title("softmax weight, mean over prompts", fontsize=9)
+    a2.set_ylabel("||W||_F")
+    for ax in (a1, a2):
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out / "max_margin_probability_norm.png", dpi=120)
+    written.append(out / "max_margin_probability_norm.png")
+
+    fig = Figure(figsize=(11, 4.2))
+    a1, a2 = fig.subplots(1, 2)
+    for run, color in ((ngd, "tab:blue"), (gd, "tab:orange")):
+        label = f"{'normalized GD' if run.optimizer == 'ngd' else 'GD'}, lr {run.lr:g}"
+        a1.plot(run.norm, color=color, label=label)
+        a2.plot(run.probability, color=color, label=label)
+    a1.set_ylabel("||p||")
+    a2.set_ylabel("weight of the optimal token")
+    a2.set_title("softmax weight, mean over prompts", fontsize=9)
+    for ax in (a1, a2):
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("prompt-norm: prompt attention trained from p = 0")
+    fig.tight_layout()
+    fig.savefig(out / "prompt_norm.png", dpi=120)
+    written.append(out / "prompt_norm.png")
+    return written

@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from attnlab.max_margin import INITS, MaxMarginRun, PromptNormRun, run_max_margin, run_prompt_norm
+from attnlab.plots import plot_max_margin
 
 LR_NGD, LR_GD = 0.1, 1.0
 #: The published values (the papers' figures) and the targets of issue 5.
@@ -95,87 +94,6 @@ def summarize(runs: list[MaxMarginRun], at: int) -> dict:
             for r in runs
         ],
     }
-
-
-def band(ax: Axes, curves: np.ndarray, label: str, color: str, std: bool) -> None:
-    """Mean over seeds and its spread: +-1 standard deviation (as in the papers) or min..max."""
-    steps = np.arange(curves.shape[1])
-    mean = curves.mean(axis=0)
-    if std:
-        lo, hi, what = mean - curves.std(axis=0), mean + curves.std(axis=0), "+-std"
-    else:
-        lo, hi, what = curves.min(axis=0), curves.max(axis=0), "min..max"
-    ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0, label=f"{label}: {what}")
-    ax.plot(steps, mean, color=color, label=f"{label}: mean")
-
-
-def figures(
-    out: Path,
-    exact: list[MaxMarginRun],
-    textbook: list[MaxMarginRun],
-    ngd: PromptNormRun,
-    gd: PromptNormRun,
-) -> list[str]:
-    """The papers' figures; the textbook backward is drawn first, the exact one on top."""
-    seeds = len(exact)
-    title = f"max-margin: cross attention, normalized GD, {seeds} seeds"
-    kinds = (("textbook backward", textbook, "tab:red"), ("exact backward", exact, "tab:blue"))
-
-    fig = Figure(figsize=(11, 4.2))
-    a1, a2 = fig.subplots(1, 2)
-    for label, runs, color in kinds:
-        corr = np.array([r.correlation for r in runs])
-        band(a1, corr, label, color, std=True)
-        gap = 1.0 - corr
-        a2.semilogy(gap.mean(axis=0), color=color, label=f"{label}: mean")
-        a2.semilogy(gap.max(axis=0), color=color, lw=0.8, ls=":", label=f"{label}: worst seed")
-    a1.set_ylim(0.0, 1.01)
-    a1.set_ylabel("correlation <W, W_mm> / (||W|| ||W_mm||)")
-    a2.set_ylabel("1 - correlation")
-    for ax in (a1, a2):
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out / "max_margin_correlation.png", dpi=120)
-    written = ["max_margin_correlation.png"]
-
-    fig = Figure(figsize=(11, 4.2))
-    a1, a2 = fig.subplots(1, 2)
-    for label, runs, color in kinds:
-        band(a1, np.array([r.probability for r in runs]), label, color, std=False)
-        band(a2, np.array([r.norm for r in runs]), label, color, std=False)
-    a1.set_ylabel("weight of the selected token")
-    a1.set_title("softmax weight, mean over prompts", fontsize=9)
-    a2.set_ylabel("||W||_F")
-    for ax in (a1, a2):
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out / "max_margin_probability_norm.png", dpi=120)
-    written.append("max_margin_probability_norm.png")
-
-    fig = Figure(figsize=(11, 4.2))
-    a1, a2 = fig.subplots(1, 2)
-    for run, color in ((ngd, "tab:blue"), (gd, "tab:orange")):
-        label = f"{'normalized GD' if run.optimizer == 'ngd' else 'GD'}, lr {run.lr:g}"
-        a1.plot(run.norm, color=color, label=label)
-        a2.plot(run.probability, color=color, label=label)
-    a1.set_ylabel("||p||")
-    a2.set_ylabel("weight of the optimal token")
-    a2.set_title("softmax weight, mean over prompts", fontsize=9)
-    for ax in (a1, a2):
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("prompt-norm: prompt attention trained from p = 0")
-    fig.tight_layout()
-    fig.savefig(out / "prompt_norm.png", dpi=120)
-    written.append("prompt_norm.png")
-    return written
 
 
 def fmt(v: float | None, digits: int = 4) -> str:
@@ -356,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_probability_ngd=ngd.probability,
         prompt_probability_gd=gd.probability,
     )
-    written = figures(out, exact, textbook, ngd, gd)
+    written = [p.name for p in plot_max_margin(out, exact, textbook, ngd, gd)]
     results["seconds"] = time.perf_counter() - start
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(results_markdown(results))
