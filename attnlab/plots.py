@@ -353,6 +353,24 @@ def _band(ax: Axes, curves: np.ndarray, label: str, color: str, std: bool) -> No
     ax.plot(steps, mean, color=color, label=f"{label}: mean")
 
 
+def _two_panels() -> tuple[Figure, Axes, Axes]:
+    fig = Figure(figsize=(11, 4.2))
+    a1, a2 = fig.subplots(1, 2)
+    return fig, a1, a2
+
+
+def _save_iterations(fig: Figure, axes: tuple[Axes, ...], title: str, path: Path) -> Path:
+    """Label every x axis 'iteration', add grids and legends, the title, and save."""
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def plot_max_margin(
     out: str | Path,
     exact: list[MaxMarginRun],
@@ -365,12 +383,10 @@ def plot_max_margin(
     ``||W||``, exact against textbook backward; and prompt-norm's ``||p||`` and optimal-token
     weight under normalized GD and GD. Returns the paths."""
     out = Path(out)
-    seeds = len(exact)
-    title = f"max-margin: cross attention, normalized GD, {seeds} seeds"
+    title = f"max-margin: cross attention, normalized GD, {len(exact)} seeds"
     kinds = (("textbook backward", textbook, "tab:red"), ("exact backward", exact, "tab:blue"))
 
-    fig = Figure(figsize=(11, 4.2))
-    a1, a2 = fig.subplots(1, 2)
+    fig, a1, a2 = _two_panels()
     for label, runs, color in kinds:
         corr = np.array([r.correlation for r in runs])
         _band(a1, corr, label, color, std=True)
@@ -380,34 +396,18 @@ def plot_max_margin(
     a1.set_ylim(0.0, 1.01)
     a1.set_ylabel("correlation <W, W_mm> / (||W|| ||W_mm||)")
     a2.set_ylabel("1 - correlation")
-    for ax in (a1, a2):
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out / "max_margin_correlation.png", dpi=120)
-    written = [out / "max_margin_correlation.png"]
+    written = [_save_iterations(fig, (a1, a2), title, out / "max_margin_correlation.png")]
 
-    fig = Figure(figsize=(11, 4.2))
-    a1, a2 = fig.subplots(1, 2)
+    fig, a1, a2 = _two_panels()
     for label, runs, color in kinds:
         _band(a1, np.array([r.probability for r in runs]), label, color, std=False)
         _band(a2, np.array([r.norm for r in runs]), label, color, std=False)
     a1.set_ylabel("weight of the selected token")
     a1.set_title("softmax weight, mean over prompts", fontsize=9)
     a2.set_ylabel("||W||_F")
-    for ax in (a1, a2):
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out / "max_margin_probability_norm.png", dpi=120)
-    written.append(out / "max_margin_probability_norm.png")
+    written.append(_save_iterations(fig, (a1, a2), title, out / "max_margin_probability_norm.png"))
 
-    fig = Figure(figsize=(11, 4.2))
-    a1, a2 = fig.subplots(1, 2)
+    fig, a1, a2 = _two_panels()
     for run, color in ((ngd, "tab:blue"), (gd, "tab:orange")):
         label = f"{'normalized GD' if run.optimizer == 'ngd' else 'GD'}, lr {run.lr:g}"
         a1.plot(run.norm, color=color, label=label)
@@ -415,12 +415,6 @@ def plot_max_margin(
     a1.set_ylabel("||p||")
     a2.set_ylabel("weight of the optimal token")
     a2.set_title("softmax weight, mean over prompts", fontsize=9)
-    for ax in (a1, a2):
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("prompt-norm: prompt attention trained from p = 0")
-    fig.tight_layout()
-    fig.savefig(out / "prompt_norm.png", dpi=120)
-    written.append(out / "prompt_norm.png")
+    pn_title = "prompt-norm: prompt attention trained from p = 0"
+    written.append(_save_iterations(fig, (a1, a2), pn_title, out / "prompt_norm.png"))
     return written
