@@ -11,9 +11,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from attnlab.attention import attend_backward, attend_forward
 from attnlab.model import ContextWindowModel
-from mlp.numerics import softmax_backward, softmax_with_argmax
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 PNGS = ("mlp.png", "step.png", "scaling.png", "memory.png")
@@ -171,70 +169,3 @@ def test_bad_threads_is_refused() -> None:
     )
     assert proc.returncode == 2
     assert "--threads: expected a positive integer, received 0" in proc.stderr
-
-
-# --- the library fast paths the step benchmark measures ------------------------------------------
-# (attend_backward's broadcast dOut (n, d, 1), which the mean pool sends, and the in-place softmax)
-
-
-@pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize(
-    "scale", [1.0, 30.0]
-)  # 30: saturated attention (weights within 1e-16 of 1)
-def test_broadcast_dOut_equals_the_repeated_one(shared: bool, scale: float) -> None:
-    rng = np.random.default_rng(7)
-    n, d, c, j = 3, 4, 6, 5
-    X = rng.standard_normal((n, d, c))
-    Q = scale * rng.standard_normal((d, j) if shared else (n, d, j))
-    dOut1 = rng.standard_normal((n, d, 1))
-    _, cache = attend_forward(X, Q)
-    dX1, dQ1 = attend_backward(dOut1, cache)
-    dX, dQ = attend_backward(np.repeat(dOut1, j, axis=2), cache)
-    assert dX1.shape == dX.shape == X.shape and dQ1.shape == dQ.shape == Q.shape
-    # elementwise relative agreement: the exact (shifted) backward on both paths
-    np.testing.assert_allclose(dQ1, dQ, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(dX1, dX, rtol=1e-12, atol=1e-300)
-
-
-def test_broadcast_dOut_of_a_wrong_shape_is_refused() -> None:
-    X = np.ones((2, 3, 4))
-    _, cache = attend_forward(X, np.ones((3, 2)))
-    with pytest.raises(ValueError, match=r"dOut: expected shape \(n=2, d=3, j=2\), received"):
-        attend_backward(np.ones((2, 3, 3)), cache)
-
-
-def test_softmax_in_place_and_broadcast_backward_equal_the_plain_ones() -> None:
-    rng = np.random.default_rng(8)
-    z = 20 * rng.standard_normal((3, 6, 4))
-    S, top = softmax_with_argmax(z, axis=1)
-    z2 = z.copy()
-    S2, top2 = softmax_with_argmax(z2, axis=1, overwrite=True)
-    assert np.shares_memory(S2, z2) and not np.shares_memory(S, z)
-    np.testing.assert_array_equal(S2, S)
-    np.testing.assert_array_equal(top2, top)
-    ds = rng.standard_normal((3, 6, 1))
-    full = softmax_backward(S, np.repeat(ds, 4, axis=2), axis=1, top=top)
-    np.testing.assert_allclose(softmax_backward(S, ds, axis=1, top=top), full, rtol=1e-12)
-
-
-@pytest.mark.parametrize("chunk_bytes", [64, 2**21])  # 64: one prompt per chunk
-@pytest.mark.parametrize(
-    ("pattern", "a_shape", "b_shape"),
-    [
-        ("n e c, n d c -> e d", (7, 3, 5), (7, 4, 5)),  # dW of self attention
-        ("n m e c, n m d c -> e d", (5, 2, 3, 4), (5, 2, 2, 4)),  # two summed axes
-        ("n d c, n c j -> d j", (6, 3, 4), (6, 4, 2)),  # dQ of a shared query
-    ],
-)
-def test_summed_contraction_in_chunks_equals_einsum(
-    monkeypatch: pytest.MonkeyPatch, chunk_bytes: int, pattern: str, a_shape: tuple, b_shape: tuple
-) -> None:
-    contract_module = sys.modules["mlp.contract"]
-    monkeypatch.setattr(contract_module, "_CHUNK_BYTES", chunk_bytes)
-    rng = np.random.default_rng(9)
-    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
-    spec = pattern.replace(" ", "")
-    expected = np.einsum(spec, a, b)
-    got = contract_module.contract(pattern, a, b)
-    assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

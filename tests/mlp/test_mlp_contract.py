@@ -1,5 +1,7 @@
 """``mlp.contract`` agrees with ``np.einsum`` and names the axis or operand that does not fit."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,27 @@ def test_wrong_number_of_axes_names_the_operand(ashape: tuple, bshape: tuple, ma
 def test_bad_patterns(pattern: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         mlp.contract(pattern, np.ones((2, 2, 2)), np.ones((2, 2)))
+
+
+# batch-summed contractions are formed in chunks of axis 0 (cache-sized)
+@pytest.mark.parametrize("chunk_bytes", [64, 2**21])  # 64: one prompt per chunk
+@pytest.mark.parametrize(
+    ("pattern", "a_shape", "b_shape"),
+    [
+        ("n e c, n d c -> e d", (7, 3, 5), (7, 4, 5)),  # dW of self attention
+        ("n m e c, n m d c -> e d", (5, 2, 3, 4), (5, 2, 2, 4)),  # two summed axes
+        ("n d c, n c j -> d j", (6, 3, 4), (6, 4, 2)),  # dQ of a shared query
+    ],
+)
+def test_summed_contraction_in_chunks_equals_einsum(
+    monkeypatch: pytest.MonkeyPatch, chunk_bytes: int, pattern: str, a_shape: tuple, b_shape: tuple
+) -> None:
+    contract_module = sys.modules["mlp.contract"]
+    monkeypatch.setattr(contract_module, "_CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    spec = pattern.replace(" ", "")
+    expected = np.einsum(spec, a, b)
+    got = contract_module.contract(pattern, a, b)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
