@@ -206,6 +206,12 @@ def attend_backward_loop(
     """
     X = check_prompts(X)
     Q = _check_query(X, Q)
+    dOut = as_float_array("dOut", dOut, ndim=3)
+    if dOut.shape != (*X.shape[:2], Q.shape[-1]):
+        raise ValueError(
+            f"dOut: expected shape (n={X.shape[0]}, d={X.shape[1]}, j={Q.shape[-1]}), "
+            f"received {dOut.shape}"
+        )
     dX = np.zeros_like(X, dtype=np.result_type(X, Q))
     dQ = np.zeros_like(Q, dtype=dX.dtype)
     for i in range(X.shape[0]):

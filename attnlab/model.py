@@ -17,12 +17,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 import mlp
 from attnlab.attention import AttentionCache, _forward, attend_backward, check_prompts
 from attnlab.queries import ATTENTIONS, init_query_params, make_query, query_backward
 from mlp.contract import contract
-from mlp.validation import as_float_array, check_finite, choice, class_labels, sign_labels
+from mlp.validation import (
+    as_float_array,
+    check_finite,
+    check_seed,
+    choice,
+    class_labels,
+    float_dtype,
+    sign_labels,
+)
 
 POOLS = ("mean", "last")
 HEADS = ("linear", "mlp")
@@ -61,7 +70,7 @@ class ContextWindowModel:
         rank: int | None = None,
         hidden: int = 16,
         seed: int = 0,
-        dtype: type = np.float64,
+        dtype: npt.DTypeLike = np.float64,
         textbook_backward: bool = False,
     ) -> None:
         self.d = _positive_int("d", d)
@@ -72,18 +81,21 @@ class ContextWindowModel:
         self.n_queries = _positive_int("n_queries", n_queries)
         self.rank = self.d if rank is None else _positive_int("rank", rank)
         self.hidden = _positive_int("hidden", hidden)
-        self.seed = seed
-        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(f"dtype: expected float32 or float64, received {np.dtype(dtype)}")
-        self.dtype = np.dtype(dtype)
-        self.textbook_backward = textbook_backward
+        self.seed = check_seed(seed)
+        self.dtype = float_dtype("dtype", dtype)
+        if not isinstance(textbook_backward, (bool, np.bool_)):
+            raise TypeError(
+                f"textbook_backward: expected True or False, received {textbook_backward!r}"
+            )
+        self.textbook_backward = bool(textbook_backward)
         rng = np.random.default_rng(seed)
         self.params: dict[str, np.ndarray] = init_query_params(
             self.attention, self.d, self.n_queries, self.rank, rng, self.dtype
         )
         k = self.n_classes
         if self.head == "linear":
-            self.params["v"] = (rng.standard_normal((self.d, k)) / np.sqrt(self.d)).astype(dtype)
+            v = rng.standard_normal((self.d, k)) / np.sqrt(self.d)
+            self.params["v"] = v.astype(self.dtype)
         else:
             theta = mlp.init_params(
                 self.d,
@@ -123,6 +135,7 @@ class ContextWindowModel:
                     f"params[{k!r}]: expected a float array of shape {shape}, received {got}"
                     + (f" {p.dtype}" if isinstance(p, np.ndarray) else "")
                 )
+            check_finite(f"params[{k!r}]", p)  # else NaN logits and a stream of RuntimeWarnings
         X = check_prompts(X)
         if X.shape[1] != self.d:
             raise ValueError(

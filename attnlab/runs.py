@@ -24,7 +24,7 @@ from mlp.data import CLASS_NAMES
 from mlp.optim import OPTIMIZERS, make_optimizer
 from mlp.runs import RunFolderError, load_arrays, load_model, read_json, save_arrays, write_json
 from mlp.trainer import Dataset, History, Trainer
-from mlp.validation import choice, positive
+from mlp.validation import check_seed, choice, positive
 
 #: Options that every task shares, with their defaults (``None``: decided per task below).
 COMMON = {
@@ -133,9 +133,7 @@ def resolve_options(**given: Any) -> dict[str, Any]:
         if opts[name] is not None:
             positive(name, opts[name], integer=True)
     positive("lr", opts["lr"])
-    seed = opts["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, received {seed!r}")
+    check_seed(opts["seed"])
     if opts["eval_every"] is None:
         opts["eval_every"] = max(1, opts["steps"] // 30)
     if opts["checkpoint_every"] is None:

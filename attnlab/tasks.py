@@ -115,7 +115,8 @@ def max_margin(n: int = 6, context: int = 8, d: int = 10, seed: int = 0) -> Task
 def prompt_norm(n: int = 3, context: int = 7, seed: int = 0) -> Task:
     """Tarzanagh et al. 2023 ("Max-Margin Token Selection", ``multi_input_converge``), d = 3.
 
-    Token 0 sits near (1, 0), tokens 1..3 near (-1, 1), the others near (-0.5, -0.5) (Gaussian
+    Token 0 sits near (1, 0), tokens 1..(c-1)//2 (1..3 for c = 7) near (-1, 1), the others near
+    (-0.5, -0.5) (Gaussian
     spread 0.2); the third coordinate is the token's score, read by the fixed head ``v = e3``:
     1 for token 0 (the optimal token, ``target``), 0.5 for the others. All labels are +1.
     """

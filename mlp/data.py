@@ -8,6 +8,8 @@ import numpy as np
 from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 
+from mlp.validation import check_seed
+
 FEATURE_NAMES = ("sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)")
 CLASS_NAMES = ("setosa", "versicolor", "virginica")
 
@@ -40,10 +42,12 @@ def load_iris_split(
     Stratified split with ``test_size`` of the flowers in the test set, seeded; features are
     centered by the *training* mean (and divided by the training std if ``standardize``).
     """
-    if features not in (2, 4):
+    is_int = isinstance(features, (int, np.integer)) and not isinstance(features, bool)
+    if not is_int or features not in (2, 4):  # 4.0 would pass `in (2, 4)`, then fail to slice
         raise ValueError(f"features: expected 2 or 4, received {features!r}")
     if not (isinstance(test_size, float) and 0.0 < test_size < 1.0):
         raise ValueError(f"test_size: expected a fraction in (0, 1), received {test_size!r}")
+    check_seed(seed)
     data = load_iris()
     X = data.data[:, :features].astype(np.float64)
     y = data.target.astype(np.int64)

@@ -14,15 +14,17 @@ Shapes: ``X (n, d)``, ``W1 (d, m)``, ``b1 (m,)``, ``W2 (m, k)``, ``b2 (k,)``, ``
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from mlp.contract import contract
 from mlp.numerics import cross_entropy, relu, relu_grad, softmax
 from mlp.validation import (
-    FLOAT_DTYPES,
     as_float_array,
     check_finite,
     check_nonempty,
+    check_seed,
     class_labels,
+    float_dtype,
     positive,
 )
 
@@ -35,7 +37,7 @@ def init_params(
     output_dim: int,
     seed: int = 0,
     scale: float | None = None,
-    dtype: type = np.float64,
+    dtype: npt.DTypeLike = np.float64,
 ) -> dict[str, np.ndarray]:
     """Standard-normal ``W1 (d, m)``, ``b1 (m,)``, ``W2 (m, k)``, ``b2 (k,)`` as in the lecture.
 
@@ -51,9 +53,8 @@ def init_params(
             raise ValueError(f"{name}: expected a positive integer, received {v!r}")
     if scale is not None:
         positive("scale", scale)
-    if np.dtype(dtype) not in FLOAT_DTYPES:
-        raise ValueError(f"dtype: expected float32 or float64, received {np.dtype(dtype)}")
-    rng = np.random.default_rng(seed)
+    dtype = float_dtype("dtype", dtype)
+    rng = np.random.default_rng(check_seed(seed))
     s = 1.0 if scale is None else float(scale)
     shapes = {
         "W1": (input_dim, hidden_dim),
@@ -67,7 +68,7 @@ def init_params(
 def check_params(
     theta: dict[str, np.ndarray], input_dim: int | None = None
 ) -> tuple[int, int, int]:
-    """Validate ``theta``'s keys and shapes; return ``(d, m, k)``."""
+    """Validate ``theta``'s keys, shapes and finiteness; return ``(d, m, k)``."""
     if not isinstance(theta, dict):
         raise TypeError(
             f"theta: expected a dict with keys {PARAM_KEYS}, received {type(theta).__name__}"
@@ -89,6 +90,8 @@ def check_params(
         raise ValueError(f"theta['b1']: expected shape (m={m},), received {b1.shape}")
     if b2.shape != (k,):
         raise ValueError(f"theta['b2']: expected shape (k={k},), received {b2.shape}")
+    for key, a in zip(PARAM_KEYS, (W1, b1, W2, b2), strict=True):
+        check_finite(f"theta[{key!r}]", a)  # else NaN logits and a stream of RuntimeWarnings
     if input_dim is not None and input_dim != d:
         raise ValueError(
             f"X: expected d={d} features per sample (theta['W1'] is {W1.shape}), "
@@ -168,7 +171,7 @@ def accuracy(X: np.ndarray, y: np.ndarray, theta: dict[str, np.ndarray]) -> floa
 def forward_nonvectorized(
     X: np.ndarray, theta: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample loop reference of :func:`forward`.
+    """Per-sample loop reference of :func:`forward`: ``(H (n, m), Z (n, k))`` for ``X (n, d)``.
 
     ``h_i = relu(W1^T x_i + b1)``, ``z_i = W2^T h_i + b2`` for each row ``i``.
     """
@@ -186,7 +189,10 @@ def forward_nonvectorized(
 def loss_and_grads_nonvectorized(
     X: np.ndarray, y: np.ndarray, theta: dict[str, np.ndarray]
 ) -> tuple[float, dict[str, np.ndarray]]:
-    """Per-sample loop reference of :func:`loss_and_grads`: gradients summed sample by sample."""
+    """Per-sample loop reference of :func:`loss_and_grads`: gradients summed sample by sample.
+
+    ``X (n, d)``, integer labels ``y (n,)`` in ``0..k-1``; returns ``(J, grads)`` as there.
+    """
     X = _inputs(X, theta)
     W1, b1, W2, b2 = (theta[k] for k in PARAM_KEYS)
     n, k = X.shape[0], W2.shape[1]
@@ -224,7 +230,7 @@ class MLP:
         output_dim: int,
         seed: int = 0,
         scale: float | None = None,
-        dtype: type = np.float64,
+        dtype: npt.DTypeLike = np.float64,
     ) -> None:
         self.params = init_params(
             input_dim, hidden_dim, output_dim, seed=seed, scale=scale, dtype=dtype
@@ -235,10 +241,12 @@ class MLP:
             "output_dim": output_dim,
             "seed": seed,
             "scale": scale,
+            "dtype": self.params["W1"].dtype.name,  # so MLP(**config) rebuilds a float32 model
         }
 
     @property
     def n_classes(self) -> int:
+        """``k``: the number of classes (columns of ``W2``)."""
         return int(self.params["W2"].shape[1])
 
     def forward(self, X: np.ndarray) -> np.ndarray:
@@ -246,6 +254,7 @@ class MLP:
         return forward(X, self.params)[1]
 
     def loss_and_grads(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean cross-entropy and fresh gradients for ``X (n, d)``, ``y (n,)``."""
         return loss_and_grads(X, y, self.params)
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ def relu_grad(h: np.ndarray) -> np.ndarray:
 
     Both give the same mask: ``relu(x) > 0`` exactly where ``x > 0`` (the derivative at 0 is 0).
     """
+    h = np.asarray(h)
     return (h > 0).astype(h.dtype)
 
 
@@ -60,8 +61,10 @@ def softmax_with_argmax(
 
     The max-shift needs the max anyway; its position is what :func:`softmax_backward` uses to
     stay exact when the softmax saturates. ``overwrite`` computes the softmax in ``z``'s memory
-    (no new array; ``z`` then holds the weights). Ties give the first largest entry.
+    (no new array; ``z`` then holds the weights, when it is a float array). Ties give the first
+    largest entry.
     """
+    z = _logits(z, axis)  # integers become a float64 copy: exp cannot write into them
     # np.max reduces along a strided axis in place; np.argmax would copy it to make it the last
     # (measured at (1024, 64, 64), axis 1: 3.8 ms + 2.6 ms for the argmax of the 0/1 mask below
     # against 10.7 ms + 2.5 ms for np.argmax and the gather of the max)
@@ -89,13 +92,16 @@ def softmax_backward(
     cancellation (the textbook form subtracts two numbers that agree to all their digits).
     ``top=None`` gives the textbook form. ``dS`` has ``S``'s shape, or size 1 on other axes than
     ``axis`` (a gradient that is the same along them: it is broadcast). ``overwrite`` lets it
-    reuse ``dS``'s memory (when it has ``S``'s shape); otherwise the result is a new array in
-    ``S``'s memory order.
+    reuse ``dS``'s memory (when it has ``S``'s shape and the result's dtype); otherwise the
+    result is a new array in ``S``'s memory order.
     """
-    if overwrite and dS.shape == S.shape:
+    S = as_float_array("S", S)
+    dS = as_float_array("dS", dS)
+    dtype = np.result_type(S, dS)
+    if overwrite and dS.shape == S.shape and dS.dtype == dtype:
         g = dS
     else:
-        g = np.empty_like(S, dtype=np.result_type(S, dS))
+        g = np.empty_like(S, dtype=dtype)  # float32 dS with float64 S: computed in float64
     if top is not None:
         np.subtract(dS, np.take_along_axis(dS, top, axis=axis), out=g)
     elif g is not dS:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from mlp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mlp.optim import ZeroGradientError
-from mlp.validation import as_float_array, check_finite, check_nonempty, positive
+from mlp.validation import as_float_array, check_finite, check_nonempty, check_seed, positive
 
 
 class Model(Protocol):
@@ -199,8 +199,7 @@ class Trainer:
             check_nonempty(f"{name}.X", data.X)
             check_finite(f"{name}.X", data.X)
         positive("steps", steps, integer=True)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed: expected a non-negative integer, received {seed!r}")
+        check_seed(seed)
         n = len(train)
         if batch_size is None:
             batch_size = n
@@ -400,12 +399,11 @@ class Trainer:
             old_handler = signal.signal(signal.SIGINT, on_sigint)
         except ValueError:  # not the main thread: Ctrl-C arrives as KeyboardInterrupt instead
             old_handler = None
-        show = self.progress if self.progress is not None else None
         bar = tqdm(
             total=self.steps,
             initial=self.step,
             desc=self.description,
-            disable=(not show) if show is not None else None,
+            disable=None if self.progress is None else not self.progress,  # None: only on a tty
             file=sys.stderr,
             dynamic_ncols=True,
             leave=False,
@@ -414,8 +412,8 @@ class Trainer:
             if self.step == 0 and not self.history.rows:
                 self._record()
             while self.step < self.steps:
-                idx = self.batch_indices(self.step)
-                batch = self.train.subset(idx)
+                full = self.batch_size == len(self.train)  # no copy of the whole data set
+                batch = self.train if full else self.train.subset(self.batch_indices(self.step))
                 lr = self.schedule(self.step)
                 loss, grads = self.model.loss_and_grads(batch.X, batch.y, **batch.inputs)
                 self._check_finite(loss, grads, lr)

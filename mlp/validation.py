@@ -66,22 +66,6 @@ def check_finite(name: str, x: np.ndarray) -> None:
         raise ValueError(f"{name}: expected finite values, received {bad} NaN or inf entries")
 
 
-def check_shape(name: str, x: np.ndarray, expected: tuple[int | None, ...], axes: str) -> None:
-    """Check ``x.shape`` against ``expected`` (None: any size); ``axes`` names the axes."""
-    if x.ndim != len(expected) or any(
-        e is not None and e != s for e, s in zip(expected, x.shape, strict=False)
-    ):
-        want = (
-            "("
-            + ", ".join(
-                f"{a}={e}" if e is not None else a
-                for a, e in zip(axes.split(), expected, strict=True)
-            )
-            + ")"
-        )
-        raise ValueError(f"{name}: expected shape {want}, received {x.shape}")
-
-
 def check_nonempty(name: str, x: np.ndarray) -> None:
     """Raise ``ValueError`` if ``x`` has no rows (an empty batch)."""
     if x.shape[0] == 0:
@@ -120,6 +104,24 @@ def sign_labels(name: str, y: object, n: int) -> np.ndarray:
             f"{name}: expected labels in {{-1, +1}} for the logistic loss, received {arr[~ok][0]}"
         )
     return arr.astype(np.float64)
+
+
+def float_dtype(name: str, dtype: object) -> np.dtype:
+    """``dtype`` as ``np.dtype``; ``ValueError``/``TypeError`` naming ``name`` unless float32/64."""
+    try:
+        dt = np.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError as err:
+        raise TypeError(f"{name}: expected float32 or float64, received {dtype!r}") from err
+    if dt not in FLOAT_DTYPES:
+        raise ValueError(f"{name}: expected float32 or float64, received {dt}")
+    return dt
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """``seed`` as an int; ``ValueError`` naming ``name`` unless it is an integer >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name}: expected a non-negative integer, received {seed!r}")
+    return int(seed)
 
 
 def positive(name: str, value: float, *, integer: bool = False) -> None:

@@ -290,3 +290,11 @@ def test_argmax_token_is_a_largest_score_with_ties() -> None:
         first = next(t for t in range(6) if z[i, t, k] == z[i, :, k].max())
         assert top[i, 0, k] == first
     np.testing.assert_allclose(S.sum(axis=1), 1.0, rtol=1e-15)
+
+
+def test_loop_backward_names_a_wrong_upstream_shape() -> None:
+    """The loop reference passed ``dOut`` unchecked to ``@`` (a numpy matmul error)."""
+    rng = np.random.default_rng(0)
+    X, Q = rng.standard_normal((2, 3, 4)), rng.standard_normal((3, 2))
+    with pytest.raises(ValueError, match=r"dOut: expected shape \(n=2, d=3, j=2\), received"):
+        attend_backward_loop(rng.standard_normal((2, 3, 5)), X, Q)

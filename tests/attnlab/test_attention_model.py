@@ -300,3 +300,31 @@ def test_complex_X_is_a_type_error() -> None:
     model = _model("self", "mean", "linear", 1)
     with pytest.raises(TypeError, match=r"X: expected a real numeric array .* complex128"):
         model.forward(np.ones((4, 3, 5), dtype=complex))
+
+
+def test_non_finite_parameter_is_refused_by_name() -> None:
+    """A NaN assigned to ``params`` gave a NaN loss and RuntimeWarnings instead of an error."""
+    model = _model("kq", "mean", "mlp", 3)
+    X, y, _ = _data("kq", 3)
+    model.params["WQ"] = model.params["WQ"].copy()
+    model.params["WQ"][0, 0] = np.nan
+    match = r"params\['WQ'\]: expected finite values, received 1 NaN or inf entries"
+    with pytest.raises(ValueError, match=match):
+        model.forward(X)
+    with pytest.raises(ValueError, match=match):
+        model.loss_and_grads(X, y)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"dtype": "foo"}, TypeError, r"dtype: expected float32 or float64, received 'foo'"),
+        ({"dtype": np.int32}, ValueError, r"dtype: expected float32 or float64, received int32"),
+        ({"seed": -1}, ValueError, r"seed: expected a non-negative integer, received -1"),
+        ({"seed": "a"}, ValueError, r"seed: expected a non-negative integer, received 'a'"),
+        ({"textbook_backward": "yes"}, TypeError, r"textbook_backward: expected True or False"),
+    ],
+)  # fmt: skip
+def test_constructor_errors_name_the_argument(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        ContextWindowModel(3, **kwargs)

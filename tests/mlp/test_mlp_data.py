@@ -48,3 +48,15 @@ def test_class_names() -> None:
 def test_split_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         mlp.load_iris_split(**kwargs)
+
+
+@pytest.mark.parametrize("features", [4.0, True, "4"])
+def test_features_must_be_the_integer_2_or_4(features: object) -> None:
+    """4.0 passed the ``in (2, 4)`` check and then failed to slice (a numpy TypeError)."""
+    with pytest.raises(ValueError, match=r"features: expected 2 or 4, received"):
+        mlp.load_iris_split(features=features)
+
+
+def test_a_negative_seed_is_named() -> None:
+    with pytest.raises(ValueError, match=r"seed: expected a non-negative integer, received -1"):
+        mlp.load_iris_split(seed=-1)

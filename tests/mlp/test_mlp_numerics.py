@@ -141,3 +141,25 @@ def test_predict_proba_rows_sum_to_one_and_predict_is_argmax() -> None:
     y = pred.copy()
     y[:5] = (y[:5] + 1) % 4
     assert mlp.accuracy(X, y, theta) == 0.75
+
+
+def test_softmax_with_argmax_takes_integer_logits_and_leaves_them_untouched() -> None:
+    """Integer logits used to reach ``np.exp(e, out=e)`` on an int array (UFuncTypeError)."""
+    z = np.array([[1, 3, 2], [0, 0, 5]])
+    before = z.copy()
+    S, top = mlp.softmax_with_argmax(z, axis=1, overwrite=True)
+    e = np.exp(before - before.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(S, e / e.sum(axis=1, keepdims=True), rtol=1e-15)
+    np.testing.assert_array_equal(top[:, 0], [1, 2])
+    np.testing.assert_array_equal(z, before)
+
+
+def test_softmax_backward_overwrite_with_float32_upstream_keeps_float64() -> None:
+    """A float32 ``dS`` against float64 ``S`` must not make ``overwrite`` compute in float32."""
+    rng = np.random.default_rng(3)
+    S = mlp.softmax(rng.standard_normal((4, 6)), axis=1)
+    dS = rng.standard_normal((4, 6)).astype(np.float32)
+    expected = S * (dS - np.sum(S * dS, axis=1, keepdims=True))  # float64 throughout
+    got = mlp.softmax_backward(S, dS.copy(), axis=1, overwrite=True)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)

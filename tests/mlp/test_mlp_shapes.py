@@ -146,3 +146,15 @@ def test_load_iris_split_shapes(
     assert s.train_index.shape == ytr and s.test_index.shape == yte
     assert s.mean.shape == mean and s.std.shape == mean
     assert len(s.feature_names) == features
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_parameters_are_refused_by_name(bad: float) -> None:
+    """A NaN weight gave NaN logits and RuntimeWarnings instead of an error."""
+    X, y, theta = _problem(5, 3, 7, 4)
+    theta["W2"][1, 2] = bad
+    match = r"theta\['W2'\]: expected finite values, received 1 NaN or inf entries"
+    with pytest.raises(ValueError, match=match):
+        mlp.forward(X, theta)
+    with pytest.raises(ValueError, match=match):
+        mlp.loss_and_grads(X, y, theta)

@@ -108,3 +108,14 @@ def test_load_model_names_what_does_not_fit(tmp_path: Path) -> None:
         load_model(tmp_path, lambda cfg: MLP(**cfg))
     with pytest.raises(RunFolderError, match="is not a directory"):
         load_model(tmp_path / "nope", lambda cfg: MLP(**cfg))
+
+
+def test_load_model_rebuilds_a_float32_mlp(tmp_path: Path) -> None:
+    """``MLP.config`` lacked the dtype: a float32 model came back float64 and was refused."""
+    model = MLP(4, 5, 3, seed=1, dtype=np.float32)
+    write_json(tmp_path / "config.json", {"model": model.config})
+    save_arrays(tmp_path / "params.npz", model.params)
+    again, _ = load_model(tmp_path, lambda cfg: MLP(**cfg))
+    assert all(v.dtype == np.float32 for v in again.params.values())
+    X = np.random.default_rng(0).standard_normal((7, 4)).astype(np.float32)
+    np.testing.assert_array_equal(again.forward(X), model.forward(X))
