@@ -16,6 +16,7 @@ numpy scalars and arrays converted to plain numbers and lists. A missing or unre
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -25,6 +26,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """The scripts' argument parser: a bad option is one line on stderr and exit status 2,
+    without argparse's usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 class RunFolderError(ValueError):

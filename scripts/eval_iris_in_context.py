@@ -20,18 +20,14 @@ import time
 import numpy as np
 
 from attnlab.runs import make_run
+from mlp.runs import ScriptParser
 from mlp.trainer import TrainingDiverged
 
 TARGETS = {4: (0.93, 0.9), 2: (0.72, None)}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(prog="eval_iris_in_context.py", description=__doc__.split("\n\n")[0])
+    p = ScriptParser(prog="eval_iris_in_context.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument(
         "--attention",

@@ -17,15 +17,11 @@ import sys
 from pathlib import Path
 
 from attnlab.plots import plot_run
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+from mlp.runs import ScriptParser
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    p = _Parser(prog="plot_attention.py", description=__doc__.split("\n\n")[0])
+    p = ScriptParser(prog="plot_attention.py", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a train_attention.py run folder")
     p.add_argument(
         "--out", type=Path, default=None, help="folder for the figures (default RUN_DIR)"

@@ -23,6 +23,7 @@ import numpy as np
 
 from attnlab.max_margin import INITS, MaxMarginRun, PromptNormRun, run_max_margin, run_prompt_norm
 from attnlab.plots import plot_max_margin
+from mlp.runs import ScriptParser
 
 LR_NGD, LR_GD = 0.1, 1.0
 #: The published values (the papers' figures) and the targets of issue 5.
@@ -35,7 +36,7 @@ TARGETS = {"correlation_final_mean": 0.995, "correlation_final_min": 0.99, "prob
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ScriptParser(prog="reproduce_max_margin.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=20, help="max-margin seeds 0..N-1 (20)")
     parser.add_argument(
         "--iterations",

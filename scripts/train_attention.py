@@ -34,13 +34,8 @@ from attnlab.runs import (
 )
 from attnlab.tasks import TASKS
 from mlp.optim import OPTIMIZERS
-from mlp.runs import default_run_dir, write_json
+from mlp.runs import ScriptParser, default_run_dir, write_json
 from mlp.trainer import TrainingDiverged, TrainingInterrupted
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _iris_default(key: str) -> str:
@@ -48,7 +43,7 @@ def _iris_default(key: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    p = _Parser(
+    p = ScriptParser(
         prog="train_attention.py",
         description=__doc__.split("\n\n")[0],
         epilog="Defaults are for iris-in-context; max-margin and prompt-norm default to their "

@@ -24,17 +24,19 @@ import sklearn
 
 import mlp
 from mlp.plots import plot_curves, plot_decision_regions
-from mlp.runs import RunFolderError, default_run_dir, read_json, save_arrays, write_json
+from mlp.runs import (
+    RunFolderError,
+    ScriptParser,
+    default_run_dir,
+    read_json,
+    save_arrays,
+    write_json,
+)
 from mlp.validation import positive
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    p = _Parser(prog="train_mlp.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p = ScriptParser(prog="train_mlp.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--features", type=int, choices=(2, 4), default=2, help="iris features")
     p.add_argument("--hidden", type=int, default=10, help="hidden units m")
     p.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
