@@ -16,7 +16,13 @@ from attnlab.attention import (
 )
 from attnlab.model import HEADS, POOLS, ContextWindowModel
 from attnlab.queries import ATTENTIONS
-from attnlab.svm import SVMSolution, attention_svm, correlation, prompt_svm
+from attnlab.svm import (
+    SVMSolution,
+    attention_svm,
+    attention_svm_nuclear,
+    correlation,
+    prompt_svm,
+)
 from attnlab.tasks import TASKS, Task, make_task
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "attend_forward",
     "attend_forward_loop",
     "attention_svm",
+    "attention_svm_nuclear",
     "correlation",
     "make_task",
     "prompt_svm",

@@ -6,6 +6,11 @@ SVM ``W_mm`` of the tokens the trained softmax selects. ``prompt-norm`` ("Max-Ma
 Selection in Attention Mechanism", arXiv 2306.13596, ``multi_input_converge``): prompt attention,
 only ``p`` trained; under normalized GD ``||p||`` grows linearly, under plain GD slowly.
 
+``max-margin-kq`` (the same paper, ``local_converge`` with the ``(K, Q)`` parametrization):
+the same cross attention with ``W = WK WQ^T`` and the two factors trained by per-factor
+normalized GD; the product's direction tends to the nuclear-norm SVM ``W_*``
+(:func:`attnlab.svm.attention_svm_nuclear`, which needs cvxpy).
+
 Each run records the trained parameter after every update (through the trainer's ``on_step``)
 and derives the curves from that trajectory. Axis ``s`` is the step: ``s = 0`` is the
 initialization, ``s = iterations`` the end.
@@ -18,15 +23,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnlab.model import ContextWindowModel
-from attnlab.svm import SVMSolution, attention_svm, prompt_svm
+from attnlab.svm import SVMSolution, attention_svm, attention_svm_nuclear, prompt_svm
 from attnlab.tasks import Task, max_margin, prompt_norm
 from mlp.contract import contract
 from mlp.numerics import softmax
-from mlp.optim import SGD, NormalizedGD
+from mlp.optim import SGD, NormalizedGD, ZeroGradientError
 from mlp.trainer import Trainer
 from mlp.validation import choice, positive
 
-__all__ = ["INITS", "MaxMarginRun", "PromptNormRun", "run_max_margin", "run_prompt_norm"]
+__all__ = [
+    "INITS",
+    "KQ_INITS",
+    "MaxMarginKQRun",
+    "MaxMarginRun",
+    "PromptNormRun",
+    "kq_loss_and_grads",
+    "run_max_margin",
+    "run_max_margin_kq",
+    "run_prompt_norm",
+]
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,138 @@ def run_max_margin(
         optimal=np.asarray(task.train.target),
         settled=int(changed[-1] + 1) if changed.size else 0,
         svm=svm,
+        stop_reason=stop_reason,
+    )
+
+
+@dataclass(frozen=True)
+class MaxMarginKQRun:
+    """One seed of ``max-margin-kq``: curves over the steps ``s = 0..iterations`` of the product
+    ``W_s = WK_s WQ_s^T (d, d)``.
+
+    ``correlation (s,)``: ``<W_s, W_*> / (||W_s|| ||W_*||)`` with the nuclear-norm SVM ``W_*``;
+    ``correlation_frobenius (s,)``: the same with the Frobenius SVM ``W_mm``; ``probability``,
+    ``norm``, ``selected``, ``optimal``, ``settled`` as in :class:`MaxMarginRun`. ``svm``: the
+    Frobenius SVM and ``nuclear``: the nuclear-norm SVM, both of ``selected``. ``rank``: the
+    inner dimension ``r`` of ``WK, WQ (d, r)``. ``stopped``: the step at which the gradient
+    became exactly zero in float64 (every non-selected softmax weight underflowed), or
+    ``iterations``; the factors cannot move after it, so the curves hold their last value.
+    """
+
+    seed: int
+    rank: int
+    correlation: np.ndarray
+    correlation_frobenius: np.ndarray
+    probability: np.ndarray
+    norm: np.ndarray
+    selected: np.ndarray
+    optimal: np.ndarray
+    settled: int
+    svm: SVMSolution
+    nuclear: SVMSolution
+    stopped: int
+    stop_reason: str
+
+
+KQ_INITS = ("uniform", "small")
+
+
+def kq_loss_and_grads(
+    model: ContextWindowModel,
+    WK: np.ndarray,
+    WQ: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    Z: np.ndarray,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Loss and factor gradients of a cross-attention ``model`` at ``W = WK WQ^T``.
+
+    ``WK, WQ (d, r)``; ``X (n, d, c)``, ``y (n,)``, ``Z (n, d, j)``. The scores are
+    ``x_t^T WK WQ^T z``. Sets ``model.params['W'] = WK WQ^T``, takes ``dW (d, d)`` from
+    ``model.loss_and_grads`` and applies the chain rule: ``dWK = dW WQ``, ``dWQ = dW^T WK``
+    (both ``(d, r)``). Returns ``(loss, dWK, dWQ)``.
+    """
+    if model.attention != "cross":
+        raise ValueError(f"model: expected attention 'cross', received {model.attention!r}")
+    d = model.params["W"].shape[0]
+    for name, F in (("WK", WK), ("WQ", WQ)):
+        if F.ndim != 2 or F.shape[0] != d:
+            raise ValueError(f"{name}: expected shape (d={d}, r), received {F.shape}")
+    if WK.shape != WQ.shape:
+        raise ValueError(f"WQ: expected the shape of WK {WK.shape}, received {WQ.shape}")
+    model.params["W"] = WK @ WQ.T
+    loss, grads = model.loss_and_grads(X, y, Z)
+    dW = grads["W"]
+    return loss, dW @ WQ, dW.T @ WK
+
+
+def run_max_margin_kq(
+    seed: int,
+    iterations: int = 2000,
+    lr: float = 0.1,
+    rank: int | None = None,
+    init: str = "uniform",
+) -> MaxMarginKQRun:
+    """Train ``max-margin`` seed ``seed`` with ``W = WK WQ^T`` and compare with ``W_*``.
+
+    Data, model and head as in :func:`run_max_margin`; ``WK, WQ (d, r)`` with ``r = rank``
+    (``d`` if None). The factors start random, drawn by ``default_rng(seed)``: ``init="uniform"``
+    ``U(-1/sqrt(d), 1/sqrt(d))`` (PyTorch's default ``nn.Linear`` scale, as in the papers) or
+    ``init="small"`` ``N(0, (0.1/sqrt(d))^2)``; not zero, where both factor gradients are zero.
+    Each step is per-factor normalized GD (``NormalizedGD(per_param=True)``): ``WK <- WK - lr
+    dWK / ||dWK||`` and the same for ``WQ``, with the gradients of :func:`kq_loss_and_grads`.
+    A short explicit loop instead of :class:`mlp.trainer.Trainer`, whose model would need
+    ``WK, WQ`` as parameters. Since each factor grows by up to ``lr`` per step, ``||W||`` grows
+    quadratically and the softmax saturates within a few hundred steps; once the gradient is
+    exactly zero in float64 the run stops (``stopped``). Needs cvxpy for ``W_*``.
+    """
+    positive("iterations", iterations, integer=True)
+    positive("lr", lr)
+    choice("init", init, KQ_INITS)
+    task = max_margin(seed=seed)
+    X, Z, y, d = task.train.X, task.train.Z, task.train.y, task.d
+    r = d if rank is None else rank
+    positive("rank", r, integer=True)
+    model = ContextWindowModel(d, attention="cross", pool="mean", head="linear")
+    model.params["v"] = task.info["v"][:, None].copy()
+    rng = np.random.default_rng(seed)
+    if init == "uniform":
+        bound = 1.0 / np.sqrt(d)
+        factors = {k: rng.uniform(-bound, bound, (d, r)) for k in ("WK", "WQ")}
+    else:
+        factors = {k: (0.1 / np.sqrt(d)) * rng.standard_normal((d, r)) for k in ("WK", "WQ")}
+    optimizer = NormalizedGD(per_param=True)
+    Ws = np.empty((iterations + 1, d, d))
+    Ws[0] = factors["WK"] @ factors["WQ"].T
+    stopped, stop_reason = iterations, "completed"
+    for step in range(iterations):
+        _, dWK, dWQ = kq_loss_and_grads(model, factors["WK"], factors["WQ"], X, y, Z)
+        try:
+            optimizer.step(factors, {"WK": dWK, "WQ": dWQ}, lr)
+        except ZeroGradientError as err:
+            stopped, stop_reason = step, f"stopped at step {step + 1}: {err}"
+            Ws[step + 1 :] = Ws[step]
+            break
+        Ws[step + 1] = factors["WK"] @ factors["WQ"].T
+    WZ = contract("s e d, n d j -> s n e j", Ws, Z)
+    S = softmax(contract("n e c, s n e j -> s n c j", X, WZ)[..., 0], axis=2)  # (s, n, c)
+    selected = np.argmax(S[-1], axis=1)
+    svm = attention_svm(X, Z, selected)
+    nuclear = attention_svm_nuclear(X, Z, selected)
+    changed = np.flatnonzero(np.any(np.argmax(S, axis=2) != selected, axis=1))
+    return MaxMarginKQRun(
+        seed=seed,
+        rank=r,
+        correlation=_cosines(Ws, nuclear.solution),
+        correlation_frobenius=_cosines(Ws, svm.solution),
+        probability=S[:, np.arange(X.shape[0]), selected].mean(axis=1),
+        norm=np.linalg.norm(Ws.reshape(len(Ws), -1), axis=1),
+        selected=selected,
+        optimal=np.asarray(task.train.target),
+        settled=int(changed[-1] + 1) if changed.size else 0,
+        svm=svm,
+        nuclear=nuclear,
+        stopped=stopped,
         stop_reason=stop_reason,
     )
 

@@ -26,7 +26,7 @@ from matplotlib.patches import Rectangle
 from mlp.trainer import History
 
 if TYPE_CHECKING:
-    from attnlab.max_margin import MaxMarginRun, PromptNormRun
+    from attnlab.max_margin import MaxMarginKQRun, MaxMarginRun, PromptNormRun
 
 DPI = 120
 TARGET_COLOR = "#d62728"
@@ -418,3 +418,26 @@ def plot_max_margin(
     pn_title = "prompt-norm: prompt attention trained from p = 0"
     written.append(_save_iterations(fig, (a1, a2), pn_title, out / "prompt_norm.png"))
     return written
+
+
+def plot_max_margin_kq(out: str | Path, runs: list[MaxMarginKQRun]) -> list[Path]:
+    """The ``(K, Q)`` figure of the max-margin reproduction, written into ``out``: the
+    correlation of ``WK WQ^T`` with the nuclear-norm SVM ``W_*`` and with the Frobenius SVM
+    ``W_mm`` (mean and +-std over seeds), and ``1 - correlation`` on a log scale (mean and worst
+    seed). Returns the paths."""
+    out = Path(out)
+    title = f"max-margin-kq: W = WK WQ^T, per-factor normalized GD, {len(runs)} seeds"
+    kinds = (
+        ("with W_mm (Frobenius)", np.array([r.correlation_frobenius for r in runs]), "tab:red"),
+        ("with W_* (nuclear)", np.array([r.correlation for r in runs]), "tab:blue"),
+    )
+    fig, a1, a2 = _two_panels()
+    for label, corr, color in kinds:
+        _band(a1, corr, label, color, std=True)
+        gap = 1.0 - corr
+        a2.semilogy(gap.mean(axis=0), color=color, label=f"{label}: mean")
+        a2.semilogy(gap.max(axis=0), color=color, lw=0.8, ls=":", label=f"{label}: worst seed")
+    a1.set_ylim(-0.2, 1.01)
+    a1.set_ylabel("correlation of WK WQ^T with the SVM")
+    a2.set_ylabel("1 - correlation")
+    return [_save_iterations(fig, (a1, a2), title, out / "max_margin_kq_correlation.png")]

@@ -16,6 +16,11 @@ squares problem (scipy's active-set ``nnls``): with ``E = [G^T; 1^T]`` and ``f =
 and the dual variables (KKT multipliers) are ``lambda = -u / r[-1]``, so ``w = G^T lambda``.
 ``r = 0`` means the constraints are infeasible; ``u`` is then a Farkas certificate (a
 nonnegative combination of constraints whose left sides cancel), and it names the tokens.
+
+``attention_svm_nuclear`` solves the same constraints with the nuclear norm ``||W||_*`` (the
+sum of singular values) as the objective: the direction that normalized GD on the factors of
+``W = WK WQ^T`` tends to (Tarzanagh et al., "Transformers as SVMs"). It is a semidefinite
+program, solved with cvxpy (the optional extra ``svm``), imported only when called.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from scipy.optimize import linprog, nnls
 from attnlab.attention import check_prompts
 from mlp.validation import as_float_array, check_finite
 
-__all__ = ["SVMSolution", "attention_svm", "correlation", "prompt_svm"]
+__all__ = ["SVMSolution", "attention_svm", "attention_svm_nuclear", "correlation", "prompt_svm"]
 
 #: Constraints whose left side has norm below this (relative to the largest) count as zero.
 _ZERO_ROW = 1e-12
@@ -124,6 +129,82 @@ def attention_svm(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) -> SVMSolu
     rows = G.transpose(0, 3, 4, 1, 2).reshape(n * c * j, d * d)
     w, dual, kkt, margin = _least_distance(rows, a, (n, c, j), "W z")
     return _solution(w.reshape(d, d), dual, kkt, margin, (n, c, j))
+
+
+def attention_svm_nuclear(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) -> SVMSolution:
+    """Cross attention's nuclear-norm SVM: ``W_* = argmin ||W||_*`` s.t. the constraints of
+    :func:`attention_svm`, ``(x_{i,a_ij} - x_{i,t})^T W z_ij >= 1``.
+
+    ``X (n, d, c)``, ``Z (n, d, j)`` (or ``(n, d)``), ``selected (n, j)`` (or ``(n,)``) as in
+    :func:`attention_svm`, which is called first: it validates the input and raises its
+    ``ValueError`` naming the prompt and token when the constraints cannot all hold (the two
+    problems share their constraints). The semidefinite program is solved by cvxpy
+    (``cp.norm(W, "nuc")``, its default conic solver); the solution is then divided by its
+    smallest constraint value, so that it meets every constraint with margin 1 to rounding (the
+    solver's own tolerance is about 1e-8). Returns an :class:`SVMSolution` with ``solution``
+    ``W_* (d, d)``; its ``kkt['stationarity']`` checks that ``L = sum_k lambda_k G_k`` is a
+    subgradient of the nuclear norm at ``W_*``: ``max(||L||_2 - 1, |<L, W_*> - ||W_*||_*| /
+    ||W_*||_*)`` (spectral norm at most 1, and it attains the norm).
+
+    Raises ``ImportError`` when cvxpy is missing and ``RuntimeError`` when the solver fails.
+    """
+    try:
+        import cvxpy as cp
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "attention_svm_nuclear needs cvxpy: install the optional extra with "
+            "`pip install attnlab[svm]` (or `pip install cvxpy`)"
+        ) from err
+    frobenius = attention_svm(X, Z, selected)  # validation and infeasibility errors
+    X = check_prompts(X)
+    Z = as_float_array("Z", Z, ndim=(2, 3))
+    if Z.ndim == 2:
+        Z = Z[:, :, None]
+    n, d, c = X.shape
+    j = Z.shape[2]
+    a = _selected(selected, n, c, j)
+    D = _differences(X, a)  # (n, d, c, j)
+    keep = np.ones((n, c, j), dtype=bool)
+    keep[np.arange(n)[:, None], a, np.arange(j)[None, :]] = False
+    idx = np.flatnonzero(keep.ravel())
+    left = D.transpose(0, 2, 3, 1).reshape(n * c * j, d)[idx]  # (m, d): x_a - x_t
+    right = np.broadcast_to(Z[:, None, :, :].transpose(0, 1, 3, 2), (n, c, j, d))
+    right = right.reshape(n * c * j, d)[idx]  # (m, d): z
+    W = cp.Variable((d, d))
+    constraint = cp.sum(cp.multiply(left @ W, right), axis=1) >= 1
+    problem = cp.Problem(cp.Minimize(cp.norm(W, "nuc")), [constraint])
+    try:
+        problem.solve()
+    except cp.error.SolverError as err:
+        raise RuntimeError(f"attention_svm_nuclear: the solver failed ({err})") from err
+    if problem.status != cp.OPTIMAL or W.value is None:
+        raise RuntimeError(
+            f"attention_svm_nuclear: the solver ended with status {problem.status!r}, expected "
+            "'optimal' (the Frobenius SVM of the same constraints exists, with norm "
+            f"{frobenius.norm:.6g})"
+        )
+    Wn = np.asarray(W.value, dtype=np.float64)
+    values = np.einsum("md,de,me->m", left, Wn, right)
+    Wn = Wn / values.min()  # margin exactly 1 (to rounding): scales ||W||_* by ~1 +- 1e-8
+    values = np.einsum("md,de,me->m", left, Wn, right)
+    lam = np.maximum(np.asarray(constraint.dual_value, dtype=np.float64).ravel(), 0.0)
+    L = np.einsum("m,md,me->de", lam, left, right)  # sum_k lambda_k (x_a - x_t) z^T
+    nuclear = float(np.linalg.svd(Wn, compute_uv=False).sum())
+    raw = np.asarray(constraint.dual_value, dtype=np.float64).ravel()
+    kkt = {
+        "primal": float(max(0.0, 1.0 - values.min())),
+        "dual": float(max(0.0, -raw.min())),
+        "complementarity": float(np.max(np.abs(lam * (values - 1.0))) / max(lam.max(), 1e-300)),
+        "stationarity": float(
+            max(np.linalg.norm(L, 2) - 1.0, abs(np.vdot(L, Wn) - nuclear) / nuclear)
+        ),
+    }
+    dual = np.zeros(n * c * j)
+    dual[idx] = lam
+    dual = dual.reshape(n, c, j)
+    # support: multipliers above the solver's tolerance (interior-point duals are never 0)
+    support = dual > 1e-6 * max(float(lam.max()), 1e-300)
+    return SVMSolution(Wn, float(values.min()), dual, support, kkt)
 
 
 def prompt_svm(X: np.ndarray, selected: np.ndarray) -> SVMSolution:
