@@ -127,6 +127,22 @@ def _cosines(trajectory: np.ndarray, target: np.ndarray) -> np.ndarray:
 INITS = ("zero", "uniform")
 
 
+def _selection(
+    Ws: np.ndarray, X: np.ndarray, Z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """What a cross-attention trajectory ``Ws (s, e, d)`` selects on prompts ``X (n, d, c)``
+    with queries ``Z (n, d, 1)``: ``selected (n,)`` (the argmax of the last softmax), its
+    weight per step ``probability (s,)`` (mean over prompts), ``norm (s,)`` (``||W_s||_F``) and
+    ``settled``: the first step from which every prompt's argmax is ``selected``."""
+    WZ = contract("s e d, n d j -> s n e j", Ws, Z)
+    S = softmax(contract("n e c, s n e j -> s n c j", X, WZ)[..., 0], axis=2)  # (s, n, c)
+    selected = np.argmax(S[-1], axis=1)
+    probability = S[:, np.arange(X.shape[0]), selected].mean(axis=1)
+    norm = np.linalg.norm(Ws.reshape(len(Ws), -1), axis=1)
+    changed = np.flatnonzero(np.any(np.argmax(S, axis=2) != selected, axis=1))
+    return selected, probability, norm, int(changed[-1] + 1) if changed.size else 0
+
+
 def run_max_margin(
     seed: int,
     iterations: int = 2000,
@@ -161,21 +177,17 @@ def run_max_margin(
         bound = 1.0 / np.sqrt(d)
         model.params["W"] = np.random.default_rng(seed).uniform(-bound, bound, (d, d))
     Ws, stop_reason = _train(model, task, "W", NormalizedGD(), lr, iterations)
-    WZ = contract("s e d, n d j -> s n e j", Ws, Z)
-    S = softmax(contract("n e c, s n e j -> s n c j", X, WZ)[..., 0], axis=2)  # (s, n, c)
-    selected = np.argmax(S[-1], axis=1)
+    selected, probability, norm, settled = _selection(Ws, X, Z)
     svm = attention_svm(X, Z, selected)
-    n = X.shape[0]
-    changed = np.flatnonzero(np.any(np.argmax(S, axis=2) != selected, axis=1))
     return MaxMarginRun(
         seed=seed,
         textbook_backward=textbook_backward,
         correlation=_cosines(Ws, svm.solution),
-        probability=S[:, np.arange(n), selected].mean(axis=1),
-        norm=np.linalg.norm(Ws.reshape(len(Ws), -1), axis=1),
+        probability=probability,
+        norm=norm,
         selected=selected,
         optimal=np.asarray(task.train.target),
-        settled=int(changed[-1] + 1) if changed.size else 0,
+        settled=settled,
         svm=svm,
         stop_reason=stop_reason,
     )
@@ -290,22 +302,19 @@ def run_max_margin_kq(
             Ws[step + 1 :] = Ws[step]
             break
         Ws[step + 1] = factors["WK"] @ factors["WQ"].T
-    WZ = contract("s e d, n d j -> s n e j", Ws, Z)
-    S = softmax(contract("n e c, s n e j -> s n c j", X, WZ)[..., 0], axis=2)  # (s, n, c)
-    selected = np.argmax(S[-1], axis=1)
+    selected, probability, norm, settled = _selection(Ws, X, Z)
     svm = attention_svm(X, Z, selected)
     nuclear = attention_svm_nuclear(X, Z, selected)
-    changed = np.flatnonzero(np.any(np.argmax(S, axis=2) != selected, axis=1))
     return MaxMarginKQRun(
         seed=seed,
         rank=r,
         correlation=_cosines(Ws, nuclear.solution),
         correlation_frobenius=_cosines(Ws, svm.solution),
-        probability=S[:, np.arange(X.shape[0]), selected].mean(axis=1),
-        norm=np.linalg.norm(Ws.reshape(len(Ws), -1), axis=1),
+        probability=probability,
+        norm=norm,
         selected=selected,
         optimal=np.asarray(task.train.target),
-        settled=int(changed[-1] + 1) if changed.size else 0,
+        settled=settled,
         svm=svm,
         nuclear=nuclear,
         stopped=stopped,
