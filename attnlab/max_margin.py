@@ -27,8 +27,8 @@ from attnlab.svm import SVMSolution, attention_svm, attention_svm_nuclear, promp
 from attnlab.tasks import Task, max_margin, prompt_norm
 from mlp.contract import contract
 from mlp.numerics import softmax
-from mlp.optim import SGD, NormalizedGD, ZeroGradientError
-from mlp.trainer import Trainer
+from mlp.train.optim import SGD, NormalizedGD, ZeroGradientError
+from mlp.train.trainer import Trainer
 from mlp.validation import choice, positive
 
 __all__ = [
@@ -269,7 +269,7 @@ def run_max_margin_kq(
     ``init="small"`` ``N(0, (0.1/sqrt(d))^2)``; not zero, where both factor gradients are zero.
     Each step is per-factor normalized GD (``NormalizedGD(per_param=True)``): ``WK <- WK - lr
     dWK / ||dWK||`` and the same for ``WQ``, with the gradients of :func:`kq_loss_and_grads`.
-    A short explicit loop instead of :class:`mlp.trainer.Trainer`, whose model would need
+    A short explicit loop instead of :class:`mlp.train.trainer.Trainer`, whose model would need
     ``WK, WQ`` as parameters. Since each factor grows by up to ``lr`` per step, ``||W||`` grows
     quadratically and the softmax saturates within a few hundred steps; once the gradient is
     exactly zero in float64 the run stops (``stopped``). Needs cvxpy for ``W_*``.

@@ -1,6 +1,6 @@
 """Figures of an attention run: learning curves, attention maps, the weight on the target token.
 
-Functions take arrays (or a :class:`mlp.trainer.History`) and a path, draw with matplotlib's
+Functions take arrays (or a :class:`mlp.train.trainer.History`) and a path, draw with matplotlib's
 non-interactive Agg backend and return the path. Attention weights are ``S (p, c, j)`` for ``p``
 prompts: column ``j`` holds query ``j``'s weights over the ``c`` key tokens (it sums to 1).
 Not imported by ``attnlab/__init__``, so importing ``attnlab`` never touches matplotlib.
@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from mlp.trainer import History
+from mlp.train.trainer import History
 
 if TYPE_CHECKING:
     from attnlab.max_margin import MaxMarginKQRun, MaxMarginRun, PromptNormRun

@@ -2,9 +2,9 @@
 
 :func:`make_run` turns options (those of ``scripts/train_attention.py``; ``None`` means the
 default of :func:`default_options`) into a task, a :class:`ContextWindowModel` and the one
-:class:`mlp.trainer.Trainer`, with a few fixed test prompts as attention snapshots.
+:class:`mlp.train.trainer.Trainer`, with a few fixed test prompts as attention snapshots.
 :func:`save_run` writes the run folder, :func:`load_run` rebuilds the model and its snapshots
-from one. The generic file helpers are :mod:`mlp.runs`.
+from one. The generic file helpers are :mod:`mlp.train.folders`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from attnlab.model import HEADS, POOLS, ContextWindowModel
 from attnlab.queries import ATTENTIONS
 from attnlab.tasks import TASKS, Task, make_task
 from mlp.data import CLASS_NAMES
-from mlp.optim import OPTIMIZERS, make_optimizer
-from mlp.runs import RunFolderError, load_arrays, load_model, read_json, save_arrays, write_json
-from mlp.trainer import Dataset, History, Trainer
+from mlp.train.optim import OPTIMIZERS, make_optimizer
+from mlp.train.folders import RunFolderError, load_arrays, load_model, read_json, save_arrays, write_json
+from mlp.train.trainer import Dataset, History, Trainer
 from mlp.validation import check_seed, choice, positive
 
 #: Options that every task shares, with their defaults (``None``: decided per task below).
@@ -268,8 +268,8 @@ def resume_run(run_dir: str | Path, steps: int | None = None, progress: bool | N
 
     ``steps`` is the new total number of updates (None: the run's own); training then
     continues from the checkpoint's step, and ends bit-identical to a run never interrupted.
-    A missing or unreadable file raises :class:`mlp.runs.RunFolderError` or
-    :class:`mlp.checkpoint.CheckpointError` (both ``ValueError``) naming it.
+    A missing or unreadable file raises :class:`mlp.train.folders.RunFolderError` or
+    :class:`mlp.train.checkpoint.CheckpointError` (both ``ValueError``) naming it.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -343,7 +343,7 @@ class SavedRun:
 
 def load_run(run_dir: str | Path) -> SavedRun:
     """Rebuild the model of a run folder from ``config.json`` + ``params.npz`` and read
-    ``snapshots.npz``; a missing or mismatched file raises :class:`mlp.runs.RunFolderError`."""
+    ``snapshots.npz``; a missing or mismatched file raises :class:`mlp.train.folders.RunFolderError`."""
 
     def build(cfg: dict[str, Any]) -> ContextWindowModel:
         return ContextWindowModel(**cfg)

@@ -5,7 +5,7 @@ Names other code relies on (SPEC.md section 2): ``init_params``, ``forward``, ``
 optimizers and the one trainer used by every model.
 """
 
-from mlp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mlp.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mlp.contract import contract
 from mlp.data import CLASS_NAMES, IrisSplit, load_iris_split
 from mlp.network import (
@@ -31,7 +31,7 @@ from mlp.numerics import (
     softmax_backward,
     softmax_with_argmax,
 )
-from mlp.optim import (
+from mlp.train.optim import (
     SGD,
     Adam,
     NormalizedGD,
@@ -39,7 +39,7 @@ from mlp.optim import (
     make_optimizer,
     make_schedule,
 )
-from mlp.trainer import Dataset, History, Trainer, TrainingDiverged, TrainingInterrupted
+from mlp.train.trainer import Dataset, History, Trainer, TrainingDiverged, TrainingInterrupted
 
 __all__ = [
     "CLASS_NAMES",

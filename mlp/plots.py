@@ -1,6 +1,6 @@
 """Figures of an MLP run: training curves and decision regions, written to PNG files.
 
-Functions take arrays (or a :class:`~mlp.trainer.History`) and a path, draw with matplotlib's
+Functions take arrays (or a :class:`~mlp.train.trainer.History`) and a path, draw with matplotlib's
 non-interactive Agg backend and return the path. Not imported by ``mlp/__init__``, so importing
 ``mlp`` never touches matplotlib.
 """
@@ -22,7 +22,7 @@ from matplotlib.patches import Patch
 
 from mlp.data import CLASS_NAMES
 from mlp.network import accuracy, predict
-from mlp.trainer import History
+from mlp.train.trainer import History
 
 CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 DPI = 120

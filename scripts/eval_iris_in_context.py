@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from attnlab.runs import make_run
-from mlp.runs import ScriptParser
-from mlp.trainer import TrainingDiverged
+from mlp.train.folders import ScriptParser
+from mlp.train.trainer import TrainingDiverged
 
 TARGETS = {4: (0.93, 0.9), 2: (0.72, None)}
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from attnlab.plots import plot_run
-from mlp.runs import ScriptParser
+from mlp.train.folders import ScriptParser
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:

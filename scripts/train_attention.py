@@ -33,9 +33,9 @@ from attnlab.runs import (
     save_run,
 )
 from attnlab.tasks import TASKS
-from mlp.optim import OPTIMIZERS
-from mlp.runs import ScriptParser, default_run_dir, write_json
-from mlp.trainer import TrainingDiverged, TrainingInterrupted
+from mlp.train.optim import OPTIMIZERS
+from mlp.train.folders import ScriptParser, default_run_dir, write_json
+from mlp.train.trainer import TrainingDiverged, TrainingInterrupted
 
 
 def _iris_default(key: str) -> str:

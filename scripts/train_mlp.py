@@ -24,7 +24,7 @@ import sklearn
 
 import mlp
 from mlp.plots import plot_curves, plot_decision_regions
-from mlp.runs import (
+from mlp.train.folders import (
     RunFolderError,
     ScriptParser,
     default_run_dir,

@@ -14,8 +14,8 @@ import pytest
 from attnlab.max_margin import run_max_margin, run_prompt_norm
 from attnlab.model import ContextWindowModel
 from attnlab.tasks import max_margin
-from mlp.optim import NormalizedGD
-from mlp.trainer import Trainer
+from mlp.train.optim import NormalizedGD
+from mlp.train.trainer import Trainer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_max_margin.py"
 

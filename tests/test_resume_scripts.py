@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlp.checkpoint import load_checkpoint
+from mlp.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "scripts" / "train_attention.py"

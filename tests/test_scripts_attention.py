@@ -19,8 +19,8 @@ import pytest
 from attnlab.plots import plot_attention_maps, plot_target_weight, weight_on_target
 from attnlab.runs import load_run, make_run, resolve_options
 from attnlab.tasks import make_task
-from mlp.checkpoint import load_checkpoint
-from mlp.runs import RunFolderError
+from mlp.train.checkpoint import load_checkpoint
+from mlp.train.folders import RunFolderError
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "scripts" / "train_attention.py"

@@ -1,4 +1,4 @@
-"""Run-folder helpers (``mlp.runs``): JSON and NPZ round trips, errors naming the file, and a
+"""Run-folder helpers (``mlp.train.folders``): JSON and NPZ round trips, errors naming the file, and a
 model rebuilt from ``config.json`` + ``params.npz``."""
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlp.network import MLP
-from mlp.runs import (
+from mlp.train.folders import (
     RunFolderError,
     default_run_dir,
     load_arrays,

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from mlp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mlp.optim import ZeroGradientError
+from mlp.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mlp.train.optim import ZeroGradientError
 from mlp.validation import as_float_array, check_finite, check_nonempty, check_seed, positive
 
 
