@@ -21,8 +21,15 @@ from attnlab.model import HEADS, POOLS, ContextWindowModel
 from attnlab.queries import ATTENTIONS
 from attnlab.tasks import TASKS, Task, make_task
 from mlp.data import CLASS_NAMES
+from mlp.train.folders import (
+    RunFolderError,
+    load_arrays,
+    load_model,
+    read_json,
+    save_arrays,
+    write_json,
+)
 from mlp.train.optim import OPTIMIZERS, make_optimizer
-from mlp.train.folders import RunFolderError, load_arrays, load_model, read_json, save_arrays, write_json
 from mlp.train.trainer import Dataset, History, Trainer
 from mlp.validation import check_seed, choice, positive
 
@@ -343,7 +350,8 @@ class SavedRun:
 
 def load_run(run_dir: str | Path) -> SavedRun:
     """Rebuild the model of a run folder from ``config.json`` + ``params.npz`` and read
-    ``snapshots.npz``; a missing or mismatched file raises :class:`mlp.train.folders.RunFolderError`."""
+    ``snapshots.npz``; a missing or mismatched file raises
+    :class:`mlp.train.folders.RunFolderError`."""
 
     def build(cfg: dict[str, Any]) -> ContextWindowModel:
         return ContextWindowModel(**cfg)

@@ -5,7 +5,6 @@ Names other code relies on (SPEC.md section 2): ``init_params``, ``forward``, ``
 optimizers and the one trainer used by every model.
 """
 
-from mlp.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mlp.contract import contract
 from mlp.data import CLASS_NAMES, IrisSplit, load_iris_split
 from mlp.network import (
@@ -31,6 +30,7 @@ from mlp.numerics import (
     softmax_backward,
     softmax_with_argmax,
 )
+from mlp.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mlp.train.optim import (
     SGD,
     Adam,

@@ -33,8 +33,8 @@ from attnlab.runs import (
     save_run,
 )
 from attnlab.tasks import TASKS
-from mlp.train.optim import OPTIMIZERS
 from mlp.train.folders import ScriptParser, default_run_dir, write_json
+from mlp.train.optim import OPTIMIZERS
 from mlp.train.trainer import TrainingDiverged, TrainingInterrupted
 
 

@@ -1,4 +1,5 @@
-"""Run-folder helpers (``mlp.train.folders``): JSON and NPZ round trips, errors naming the file, and a
+"""Run-folder helpers (``mlp.train.folders``): JSON and NPZ round trips, errors naming the
+file, and a
 model rebuilt from ``config.json`` + ``params.npz``."""
 
 import json
