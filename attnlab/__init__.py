@@ -1,8 +1,9 @@
 """The context-window attention layer ``X softmax(X^T Q)`` and the model built on it.
 
 Names other code relies on (SPEC.md sections 3-4): ``attend_forward``, ``attend_backward``,
-``ContextWindowModel``; plus the prompt tasks (``make_task``) and the attention SVM
-(``attention_svm``, ``prompt_svm``). Plots (``attnlab.plots``), training runs
+``ContextWindowModel``; plus the prompt tasks (``make_task``), the attention SVM
+(``attention_svm``, ``prompt_svm``) and ``threads(k)``, the number of threads of the attention
+step inside a ``with`` block. Plots (``attnlab.plots``), training runs
 (``attnlab.runs``) and the max-margin experiments (``attnlab.max_margin``) are imported from
 their modules, so importing the package does not load matplotlib.
 """
@@ -24,6 +25,7 @@ from attnlab.svm import (
     prompt_svm,
 )
 from attnlab.tasks import TASKS, Task, make_task
+from attnlab.threads import threads
 
 __all__ = [
     "ATTENTIONS",
@@ -43,4 +45,5 @@ __all__ = [
     "correlation",
     "make_task",
     "prompt_svm",
+    "threads",
 ]

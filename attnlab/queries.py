@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlp.contract import contract
+from attnlab.threads import contract_by_prompts
 
 ATTENTIONS = ("prompt", "self", "kq", "cross")
 
@@ -42,12 +42,12 @@ def make_query(
     if kind == "prompt":
         return params["p"], None
     if kind == "self":
-        return contract("e d, n d c -> n e c", params["W"], X), None
+        return contract_by_prompts("e d, n d c -> n e c", params["W"], X), None
     if kind == "kq":
-        T = contract("d r, n d c -> n r c", params["WQ"], X)  # WQ^T X
-        return contract("e r, n r c -> n e c", params["WK"], T), T
+        T = contract_by_prompts("d r, n d c -> n r c", params["WQ"], X)  # WQ^T X
+        return contract_by_prompts("e r, n r c -> n e c", params["WK"], T), T
     assert Z is not None
-    return contract("e d, n d j -> n e j", params["W"], Z), None
+    return contract_by_prompts("e d, n d j -> n e j", params["W"], Z), None
 
 
 def query_backward(
@@ -62,13 +62,13 @@ def query_backward(
     if kind == "prompt":
         return {"p": dQ}
     if kind == "self":
-        return {"W": contract("n e c, n d c -> e d", dQ, X)}
+        return {"W": contract_by_prompts("n e c, n d c -> e d", dQ, X)}
     if kind == "kq":
         assert aux is not None
-        dT = contract("e r, n e c -> n r c", params["WK"], dQ)
+        dT = contract_by_prompts("e r, n e c -> n r c", params["WK"], dQ)
         return {
-            "WK": contract("n e c, n r c -> e r", dQ, aux),
-            "WQ": contract("n d c, n r c -> d r", X, dT),
+            "WK": contract_by_prompts("n e c, n r c -> e r", dQ, aux),
+            "WQ": contract_by_prompts("n d c, n r c -> d r", X, dT),
         }
     assert Z is not None
-    return {"W": contract("n e j, n d j -> e d", dQ, Z)}
+    return {"W": contract_by_prompts("n e j, n d j -> e d", dQ, Z)}
