@@ -273,21 +273,23 @@ def bench_mlp(sizes: Sizes, seed: int) -> dict[str, Any]:
     d, m, k = 2, 10, 3
     theta = mlp.init_params(d, m, k, seed=seed)
     rng = np.random.default_rng(seed)
-    rows = []
-    for n in sizes.mlp_loop_n:
+
+    def timed(n: int, loops: bool) -> dict[str, dict[str, Any]]:
         X = rng.standard_normal((n, d))
         y = rng.integers(0, k, size=n)
-        times = time_round_robin(
-            {
-                "forward": lambda X=X: mlp.forward(X, theta),
-                "forward_loop": lambda X=X: mlp.forward_nonvectorized(X, theta),
-                "step": lambda X=X, y=y: mlp.loss_and_grads(X, y, theta),
-                "step_loop": lambda X=X, y=y: mlp.loss_and_grads_nonvectorized(X, y, theta),
-            },
-            sizes.repeats,
-            sizes.min_time,
-        )
-        s = {key: summary(v) for key, v in times.items()}
+        fns = {
+            "forward": lambda: mlp.forward(X, theta),
+            "step": lambda: mlp.loss_and_grads(X, y, theta),
+        }
+        if loops:
+            fns["forward_loop"] = lambda: mlp.forward_nonvectorized(X, theta)
+            fns["step_loop"] = lambda: mlp.loss_and_grads_nonvectorized(X, y, theta)
+        times = time_round_robin(fns, sizes.repeats, sizes.min_time)
+        return {key: summary(v) for key, v in times.items()}
+
+    rows = []
+    for n in sizes.mlp_loop_n:
+        s = timed(n, loops=True)
         rows.append(
             {
                 "n": n,
@@ -296,19 +298,7 @@ def bench_mlp(sizes: Sizes, seed: int) -> dict[str, Any]:
                 "speedup_step": s["step_loop"]["median"] / s["step"]["median"],
             }
         )
-    scaling = []
-    for n in sizes.mlp_vec_n:
-        X = rng.standard_normal((n, d))
-        y = rng.integers(0, k, size=n)
-        times = time_round_robin(
-            {
-                "forward": lambda X=X: mlp.forward(X, theta),
-                "step": lambda X=X, y=y: mlp.loss_and_grads(X, y, theta),
-            },
-            sizes.repeats,
-            sizes.min_time,
-        )
-        scaling.append({"n": n, "times": {key: summary(v) for key, v in times.items()}})
+    scaling = [{"n": n, "times": timed(n, loops=False)} for n in sizes.mlp_vec_n]
     big = [r for r in scaling if r["n"] >= 10_000] or scaling[-2:]
     slope = fit_slope([r["n"] for r in big], [r["times"]["step"]["median"] for r in big])
     return {

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -167,15 +168,14 @@ def check_step_fits(
     j: int,
     dtype: npt.DTypeLike = np.float64,
     *,
-    training: bool = True,
-    threads: int = 1,
-    rank: int = 0,
     available: int | None = None,
+    **options: Any,
 ) -> None:
-    """:func:`check_fits` of :func:`activation_bytes`: ``MemoryError`` naming ``n``, ``c``,
-    ``d``, ``j``, the dtype and the largest array when a step would not fit."""
-    sizes = activation_bytes(n, d, c, j, dtype, training=training, threads=threads, rank=rank)
-    kind = "a training step" if training else "an evaluation"
+    """:func:`check_fits` of :func:`activation_bytes` (``options``: its ``training``,
+    ``threads``, ``rank``): ``MemoryError`` naming ``n``, ``c``, ``d``, ``j``, the dtype and the
+    largest array when a step would not fit."""
+    sizes = activation_bytes(n, d, c, j, dtype, **options)
+    kind = "a training step" if options.get("training", True) else "an evaluation"
     what = (
         f"{kind} on a batch of {n} prompts of c={c} tokens (d={d}, j={j}, {np.dtype(dtype).name})"
     )
