@@ -1,18 +1,18 @@
 """How each attention variant makes its query ``Q`` from its parameters, and how ``dQ`` flows back.
 
-| attention | parameters                  | query             | scores of prompt i     |
-| --------- | --------------------------- | ----------------- | ---------------------- |
-| prompt    | ``p (d, j)``                | ``Q = p`` shared  | ``X^T p (c, j)``       |
-| self      | ``W (d, d)``                | ``Q = W X``       | ``X^T W X (c, c)``     |
-| kq        | ``WK (d, r)``, ``WQ (d, r)``| ``Q = WK WQ^T X`` | ``X^T WK WQ^T X``      |
-| cross     | ``W (d, d)``                | ``Q = W Z``       | ``X^T W Z (c, j)``     |
-| cross-kq  | ``WK (d, r)``, ``WQ (d, r)``| ``Q = WK WQ^T Z`` | ``X^T WK WQ^T Z (c, j)``|
+| attention | parameters                   | query             | scores of prompt i       |
+| --------- | ---------------------------- | ----------------- | ------------------------ |
+| prompt    | ``p (d, j)``                 | ``Q = p`` shared  | ``X^T p (c, j)``         |
+| self      | ``W (d, d)``                 | ``Q = W X``       | ``X^T W X (c, c)``       |
+| kq        | ``WK (d, r)``, ``WQ (d, r)`` | ``Q = WK WQ^T X`` | ``X^T WK WQ^T X``        |
+| cross     | ``W (d, d)``                 | ``Q = W Z``       | ``X^T W Z (c, j)``       |
+| cross-kq  | ``WK (d, r)``, ``WQ (d, r)`` | ``Q = WK WQ^T Z`` | ``X^T WK WQ^T Z (c, j)`` |
 
-The query is made from a source ``(n, d, j)``: the prompts ``X`` themselves for self and kq
-(``j = c``: query ``j`` is token ``j``), the second input ``Z`` for the cross variants
-(:data:`CROSS`). ``make_query(kind, params, X, Z) -> (Q, aux)`` and
-``query_backward(kind, params, dQ, X, Z, aux) -> grads``. Axis names: ``e`` is the second copy
-of ``d`` (rows of ``W``), ``r`` the rank of the factored variants.
+The cross variants (:data:`CROSS`) take a second input, the queries ``Z (n, d, j)``. cross-kq is
+cross attention at ``W = WK WQ^T``: its backward is cross's ``dW`` and the chain rule
+``dWK = dW WQ``, ``dWQ = dW^T WK``. ``make_query(kind, params, X, Z) -> (Q, aux)`` and
+``query_backward(kind, params, dQ, X, Z, aux) -> grads``. Axis names: ``e`` is the second copy of
+``d`` (rows of ``W``), ``r`` the rank of the factored variants.
 """
 
 from __future__ import annotations
@@ -41,27 +41,23 @@ def init_query_params(
     return {k: (s * rng.standard_normal(shape)).astype(dtype) for k, shape in shapes.items()}
 
 
-def _source(kind: str, X: np.ndarray, Z: np.ndarray | None) -> np.ndarray:
-    """What the query is made from: ``Z (n, d, j)`` for the cross variants, else ``X``."""
-    if kind in CROSS:
-        assert Z is not None
-        return Z
-    return X
-
-
 def make_query(
     kind: str, params: dict[str, np.ndarray], X: np.ndarray, Z: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The query ``Q``: ``(d, j)`` shared for prompt, ``(n, d, c)`` for self/kq, ``(n, d, j)``
-    for the cross variants; and an intermediate the backward reuses (``WQ^T X`` or ``WQ^T Z``
-    for the factored variants)."""
+    for the cross variants; and an intermediate the backward reuses (``WQ^T X`` for kq)."""
     if kind == "prompt":
         return params["p"], None
-    src = _source(kind, X, Z)
-    if kind in ("kq", "cross-kq"):
-        T = contract("d r, n d j -> n r j", params["WQ"], src)  # WQ^T X or WQ^T Z
-        return contract("e r, n r j -> n e j", params["WK"], T), T
-    return contract("e d, n d j -> n e j", params["W"], src), None
+    if kind == "self":
+        return contract("e d, n d c -> n e c", params["W"], X), None
+    if kind == "kq":
+        T = contract("d r, n d c -> n r c", params["WQ"], X)  # WQ^T X
+        return contract("e r, n r c -> n e c", params["WK"], T), T
+    assert Z is not None
+    if kind == "cross-kq":
+        W = contract("e r, d r -> e d", params["WK"], params["WQ"])  # WK WQ^T
+        return contract("e d, n d j -> n e j", W, Z), None
+    return contract("e d, n d j -> n e j", params["W"], Z), None
 
 
 def query_backward(
@@ -72,18 +68,23 @@ def query_backward(
     Z: np.ndarray | None,
     aux: np.ndarray | None,
 ) -> dict[str, np.ndarray]:
-    """Parameter gradients from ``dQ`` (``X`` and ``Z`` are data: no gradient flows to them).
-
-    ``Q = W S``: ``dW = sum_n dQ S^T``; ``Q = WK T`` with ``T = WQ^T S``: ``dWK = sum_n dQ T^T``
-    and ``dWQ = sum_n S (WK^T dQ)^T``, for the source ``S`` (``X`` or ``Z``)."""
+    """Parameter gradients from ``dQ`` (``X`` and ``Z`` are data: no gradient flows to them)."""
     if kind == "prompt":
         return {"p": dQ}
-    src = _source(kind, X, Z)
-    if kind in ("kq", "cross-kq"):
+    if kind == "self":
+        return {"W": contract("n e c, n d c -> e d", dQ, X)}
+    if kind == "kq":
         assert aux is not None
-        dT = contract("e r, n e j -> n r j", params["WK"], dQ)
+        dT = contract("e r, n e c -> n r c", params["WK"], dQ)
         return {
-            "WK": contract("n e j, n r j -> e r", dQ, aux),
-            "WQ": contract("n d j, n r j -> d r", src, dT),
+            "WK": contract("n e c, n r c -> e r", dQ, aux),
+            "WQ": contract("n d c, n r c -> d r", X, dT),
         }
-    return {"W": contract("n e j, n d j -> e d", dQ, src)}
+    assert Z is not None
+    dW = contract("n e j, n d j -> e d", dQ, Z)
+    if kind == "cross-kq":  # the chain rule through W = WK WQ^T
+        return {
+            "WK": contract("e d, d r -> e r", dW, params["WQ"]),
+            "WQ": contract("e d, e r -> d r", dW, params["WK"]),
+        }
+    return {"W": dW}
