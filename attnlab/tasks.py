@@ -16,7 +16,7 @@ from einops import rearrange
 
 from mlp.contract import contract
 from mlp.data import load_iris_split
-from mlp.train.trainer import Dataset
+from mlp.train.data import Dataset
 from mlp.validation import positive
 
 if TYPE_CHECKING:

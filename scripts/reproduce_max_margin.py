@@ -24,10 +24,10 @@ from pathlib import Path
 
 from attnlab.max_margin import INITS, SETTINGS
 from attnlab.max_margin_report import reproduce
-from mlp.train.folders import ScriptParser
+from mlp.train.cli import ScriptParser, run_script
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> ScriptParser:
     parser = ScriptParser(prog="reproduce_max_margin.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=20, help="max-margin seeds 0..N-1 (20)")
     steps = SETTINGS["max-margin"]["steps"]
@@ -50,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "nuclear-norm SVM (needs cvxpy)",
     )
     parser.add_argument("--out", type=Path, default=None, help="run folder (runs/max_margin-*)")
+    return parser
+
+
+def parse_args(parser: ScriptParser, argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for name in ("seeds", "iterations"):
         if getattr(args, name) < 1:
@@ -64,14 +68,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    results, written = reproduce(
-        args.out,
-        seeds=args.seeds,
-        steps=args.iterations,
-        init=args.init,
-        kq=args.kq,
-        log=lambda line: print(line, flush=True),
+    parser = make_parser()
+    args = parse_args(parser, argv)
+    results, written = run_script(
+        parser,
+        lambda: reproduce(
+            args.out,
+            seeds=args.seeds,
+            steps=args.iterations,
+            init=args.init,
+            kq=args.kq,
+            log=lambda line: print(line, flush=True),
+        ),
     )
     print(f"wrote {args.out}/: {' '.join(p.name for p in written)}")
     print(f"total {results['seconds']:.1f} s")
