@@ -94,20 +94,20 @@ KQ_INITS = ("uniform", "small")  # of the factors: at zero both factor gradients
 
 
 @dataclass(frozen=True)
-class MaxMarginRun:
-    """One seed of ``max-margin``: curves over the steps ``s = 0..steps``.
+class _CrossRun:
+    """What a cross-attention run of ``max-margin`` records, as curves over the steps
+    ``s = 0..steps`` of its ``W_s (d, d)``.
 
-    ``correlation (s,)``: ``<W_s, W_mm> / (||W_s|| ||W_mm||)``; ``probability (s,)``: the
-    softmax weight of the selected token, mean over prompts; ``norm (s,)``: ``||W_s||_F``.
-    ``selected (n,)``: the token each prompt's trained softmax selects (argmax at the end);
-    ``optimal (n,)``: the task's globally optimal token (best ``y_i v^T x_it``); ``settled``:
-    the first step from which the argmax is ``selected`` in every prompt; ``svm``: the attention
-    SVM of ``selected``; ``stop_reason``: the trainer's (``'completed'`` or why it stopped);
-    ``model``: the trained model (its final ``params`` and its ``config``).
+    ``correlation (s,)``: ``<W_s, W_mm> / (||W_s|| ||W_mm||)`` (the kq run: with ``W_*``);
+    ``probability (s,)``: the softmax weight of the selected token, mean over prompts;
+    ``norm (s,)``: ``||W_s||_F``. ``selected (n,)``: the token each prompt's trained softmax
+    selects (argmax at the end); ``optimal (n,)``: the task's globally optimal token (best
+    ``y_i v^T x_it``); ``settled``: the first step from which the argmax is ``selected`` in every
+    prompt; ``svm``: the (Frobenius) attention SVM ``W_mm`` of ``selected``; ``stop_reason``: the
+    trainer's (``'completed'`` or why it stopped).
     """
 
     seed: int
-    textbook_backward: bool
     correlation: np.ndarray
     probability: np.ndarray
     norm: np.ndarray
@@ -116,36 +116,34 @@ class MaxMarginRun:
     settled: int
     svm: SVMSolution
     stop_reason: str
+
+
+@dataclass(frozen=True)
+class MaxMarginRun(_CrossRun):
+    """One seed of ``max-margin`` (the fields of :class:`_CrossRun`), with
+    ``textbook_backward`` and ``model``: the trained model (its final ``params`` and its
+    ``config``)."""
+
+    textbook_backward: bool
     model: ContextWindowModel
 
 
 @dataclass(frozen=True)
-class MaxMarginKQRun:
-    """One seed of ``max-margin-kq``: curves over the steps ``s = 0..steps`` of the product
-    ``W_s = WK_s WQ_s^T (d, d)``.
+class MaxMarginKQRun(_CrossRun):
+    """One seed of ``max-margin-kq``, for the product ``W_s = WK_s WQ_s^T``: the fields of
+    :class:`_CrossRun`, with ``correlation`` against the nuclear-norm SVM ``W_*``.
 
-    ``correlation (s,)``: ``<W_s, W_*> / (||W_s|| ||W_*||)`` with the nuclear-norm SVM ``W_*``;
-    ``correlation_frobenius (s,)``: the same with the Frobenius SVM ``W_mm``; ``probability``,
-    ``norm``, ``selected``, ``optimal``, ``settled`` as in :class:`MaxMarginRun`. ``svm``: the
-    Frobenius SVM and ``nuclear``: the nuclear-norm SVM, both of ``selected``. ``rank``: the
-    inner dimension ``r`` of ``WK, WQ (d, r)``. ``stopped``: the step at which the gradient
-    became exactly zero in float64 (every non-selected softmax weight underflowed), or
-    ``steps``; the factors cannot move after it, so the curves hold their last value.
+    ``correlation_frobenius (s,)``: the correlation with the Frobenius SVM ``W_mm`` (``svm``);
+    ``nuclear``: the nuclear-norm SVM of ``selected``. ``rank``: the inner dimension ``r`` of
+    ``WK, WQ (d, r)``. ``stopped``: the step at which the gradient became exactly zero in float64
+    (every non-selected softmax weight underflowed), or ``steps``; the factors cannot move after
+    it, so the curves hold their last value.
     """
 
-    seed: int
     rank: int
-    correlation: np.ndarray
     correlation_frobenius: np.ndarray
-    probability: np.ndarray
-    norm: np.ndarray
-    selected: np.ndarray
-    optimal: np.ndarray
-    settled: int
-    svm: SVMSolution
     nuclear: SVMSolution
     stopped: int
-    stop_reason: str
 
 
 @dataclass(frozen=True)
@@ -248,16 +246,28 @@ def _weight_of(S: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return S[:, np.arange(S.shape[1]), tokens].mean(axis=1)
 
 
-def _selection(Ws: np.ndarray, X: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """What a cross-attention trajectory ``Ws (s, e, d)`` selects on prompts ``X (n, d, c)``
-    with queries ``Z (n, d, 1)``: ``selected (n,)`` (the argmax of the last softmax), its
-    weight per step ``probability (s,)`` (mean over prompts) and ``settled``: the first step
-    from which every prompt's argmax is ``selected``."""
+def _cross_run(seed: int, task: Task, Ws: np.ndarray, trainer: Trainer) -> dict[str, Any]:
+    """The fields of :class:`_CrossRun` from a trajectory ``Ws (s, e, d)`` on ``task``: what it
+    selects on prompts ``X (n, d, c)`` with queries ``Z (n, d, 1)`` (the argmax of the last
+    softmax), that token's weight per step, the step from which every prompt's argmax stays
+    the selected token, and the attention SVM of the selection."""
+    X, Z = task.train.X, task.train.inputs["Z"]
     WZ = contract("s e d, n d j -> s n e j", Ws, Z)
     S = softmax(contract("n e c, s n e j -> s n c j", X, WZ)[..., 0], axis=2)  # (s, n, c)
     selected = np.argmax(S[-1], axis=1)
     changed = np.flatnonzero(np.any(np.argmax(S, axis=2) != selected, axis=1))
-    return selected, _weight_of(S, selected), int(changed[-1] + 1) if changed.size else 0
+    svm = attention_svm(X, Z, selected)
+    return {
+        "seed": seed,
+        "correlation": cosines(Ws, svm.solution),
+        "probability": _weight_of(S, selected),
+        "norm": _norms(Ws),
+        "selected": selected,
+        "optimal": np.asarray(task.train.target),
+        "settled": int(changed[-1] + 1) if changed.size else 0,
+        "svm": svm,
+        "stop_reason": trainer.stop_reason,
+    }
 
 
 def run_max_margin(
@@ -287,21 +297,8 @@ def run_max_margin(
     model.params["W"] = _init((task.d, task.d), init, np.random.default_rng(seed))
     optimizer = make_optimizer(SETTINGS["max-margin"]["optimizer"])
     Ws, trainer = _train(model, task, trainable, optimizer, lr, steps, lambda p: p["W"], progress)
-    X, Z = task.train.X, task.train.inputs["Z"]
-    selected, probability, settled = _selection(Ws, X, Z)
-    svm = attention_svm(X, Z, selected)
     return MaxMarginRun(
-        seed=seed,
-        textbook_backward=textbook_backward,
-        correlation=cosines(Ws, svm.solution),
-        probability=probability,
-        norm=_norms(Ws),
-        selected=selected,
-        optimal=np.asarray(task.train.target),
-        settled=settled,
-        svm=svm,
-        stop_reason=trainer.stop_reason,
-        model=model,
+        **_cross_run(seed, task, Ws, trainer), textbook_backward=textbook_backward, model=model
     )
 
 
@@ -343,24 +340,14 @@ def run_max_margin_kq(
         lambda p: p["WK"] @ p["WQ"].T,
         progress,
     )
-    X, Z = task.train.X, task.train.inputs["Z"]
-    selected, probability, settled = _selection(Ws, X, Z)
-    svm = attention_svm(X, Z, selected)
-    nuclear = attention_svm_nuclear(X, Z, selected)
+    run = _cross_run(seed, task, Ws, trainer)
+    nuclear = attention_svm_nuclear(task.train.X, task.train.inputs["Z"], run["selected"])
     return MaxMarginKQRun(
-        seed=seed,
+        **{**run, "correlation": cosines(Ws, nuclear.solution)},
         rank=model.rank,
-        correlation=cosines(Ws, nuclear.solution),
-        correlation_frobenius=cosines(Ws, svm.solution),
-        probability=probability,
-        norm=_norms(Ws),
-        selected=selected,
-        optimal=np.asarray(task.train.target),
-        settled=settled,
-        svm=svm,
+        correlation_frobenius=run["correlation"],
         nuclear=nuclear,
         stopped=trainer.step,
-        stop_reason=trainer.stop_reason,
     )
 
 
