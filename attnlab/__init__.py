@@ -1,10 +1,10 @@
 """The context-window attention layer ``X softmax(X^T Q)`` and the model built on it.
 
-Names other code relies on (SPEC.md sections 3-4): ``attend_forward``, ``attend_backward``,
-``ContextWindowModel``; plus the prompt tasks (``make_task``), the attention SVM
-(``attention_svm``, ``prompt_svm``) and ``threads(k)``, the number of threads of the attention
-step inside a ``with`` block. Plots (``attnlab.plots``), training runs
-(``attnlab.runs``) and the max-margin experiments (``attnlab.max_margin``) are imported from
+Names other code relies on: ``attend_forward``, ``attend_backward``, ``ContextWindowModel``;
+plus the prompt tasks (``make_task``), the attention SVM (``attention_svm``, ``prompt_svm``) and
+``threads(k)``, the number of threads of the attention step inside a ``with`` block. Plots
+(``attnlab.plots``), training runs (``attnlab.experiment``) and the max-margin experiments
+(``attnlab.max_margin``) are imported from
 their modules, so importing the package does not load matplotlib.
 """
 

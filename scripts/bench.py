@@ -13,14 +13,16 @@ default ``runs/bench-<timestamp>``) gets ``bench.json``, ``report.txt`` and the 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from attnlab.bench import PARTS, run_benchmarks
-from mlp.train.folders import ScriptParser, default_run_dir
+from mlp.train.cli import ScriptParser, run_script
+from mlp.train.folders import default_run_dir
 
 
-def parse_args(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None = None) -> tuple[ScriptParser, argparse.Namespace]:
     p = ScriptParser(prog="bench.py", description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--full", action="store_true", help="larger sizes")
@@ -42,22 +44,25 @@ def parse_args(argv: list[str] | None = None):
         if value < low:
             kind = "a positive" if low == 1 else "a non-negative"
             p.error(f"{flag}: expected {kind} integer, received {value}")
-    return args
+    return p, args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser, args = parse_args(argv)
     mode = "full" if args.full else "quick-test" if args.quick_test else "quick"
     out = args.out or default_run_dir("bench")
     command = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
-    results = run_benchmarks(
-        out,
-        mode=mode,
-        parts=(args.only,) if args.only else PARTS,
-        seed=args.seed,
-        pinned=args.threads,
-        use_torch=not args.no_torch,
-        command=command,
+    results = run_script(
+        parser,
+        lambda: run_benchmarks(
+            out,
+            mode=mode,
+            parts=(args.only,) if args.only else PARTS,
+            seed=args.seed,
+            pinned=args.threads,
+            use_torch=not args.no_torch,
+            command=command,
+        ),
     )
     print("\n".join(results["report"]))
     print(f"\nruntime: {results['runtime_s']:.1f} s")
