@@ -164,6 +164,11 @@ def _label(k: int | None) -> str:
     return "default" if k is None else str(k)
 
 
+def _threads_text(label: str) -> str:
+    """``"default threads"``, ``"1 thread"``, ``"2 threads"``."""
+    return "default threads" if label == "default" else f"{label} thread" + "s" * (label != "1")
+
+
 # --- timing ------------------------------------------------------------------------------------
 
 
@@ -727,7 +732,7 @@ def plot_step(res: dict[str, Any], path: Path) -> None:
         med = np.array([s["median"] for s in t]) * 1e3
         lo = med - np.array([s["q25"] for s in t]) * 1e3
         hi = np.array([s["q75"] for s in t]) * 1e3 - med
-        name = f"{k}, {'default threads' if lab == 'default' else lab + ' thread(s)'}"
+        name = f"{k}, {_threads_text(lab)}"
         hatch = None if lab == "default" else "//"
         pos = x + (i - (len(bars) - 1) / 2) * w
         style = {"color": f"C{impls.index(k)}", "hatch": hatch, "edgecolor": "white"}
@@ -827,7 +832,7 @@ def _report_step(r: dict[str, Any]) -> list[str]:
     pinned = str(r["pinned"])
     title = (
         f"attention step (self, mean pool, linear head, logistic), n={r0['n']}, C={r0['c']}: "
-        f"default threads, then {pinned} thread(s)"
+        f"default threads, then {_threads_text(pinned)}"
     )
     lines = ["", title]
     lines.append(
@@ -850,7 +855,7 @@ def _report_step(r: dict[str, Any]) -> list[str]:
             lines.append(
                 f"{lab:>8} {row['dtype']:>8} {row['d']:>3}  plain {_ms(t['plain'])}{extra}"
             )
-    lines.append(f"default threads / {pinned} thread(s), each implementation:")
+    lines.append(f"default threads / {_threads_text(pinned)}, each implementation:")
     for row in r["rows"]:
         ratios = "  ".join(f"{k} {v:.2f}x" for k, v in row["default_over_pinned"].items())
         lines.append(f"{row['dtype']:>17} {row['d']:>3}  {ratios}")

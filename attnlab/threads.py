@@ -18,6 +18,9 @@ block is computed the same way by whichever thread takes it (BLAS on one thread)
 sums over blocks are added in block order, never in the order the blocks finish. Small work
 (below :data:`PARALLEL_MIN_BYTES`) and work of a single block runs in the calling thread with
 BLAS untouched, for every thread count, since starting the pool costs more than it saves there.
+
+``attnlab.threads`` is the function :func:`threads`; this module's other names are imported
+from it: ``from attnlab.threads import num_threads``.
 """
 
 from __future__ import annotations
@@ -51,10 +54,10 @@ T = TypeVar("T")
 #: The environment variable that overrides the default number of threads.
 ENV_VAR = "ATTNLAB_NUM_THREADS"
 
-#: Blocks of prompts whose per-prompt arrays take about this many bytes, so that the softmax's
-#: elementwise passes and the products after them find their operands in cache (measured at
-#: n = 1024, d = c = 64, float64, one thread: forward 63 -> 53 ms, backward 41 -> 31 ms against
-#: no blocks; 2**19 to 2**20 was best, 2**16 slower).
+# Blocks of prompts whose per-prompt arrays take about this many bytes, so that the softmax's
+# elementwise passes and the products after them find their operands in cache (measured at
+# n = 1024, d = c = 64, float64, one thread: forward 63 -> 53 ms, backward 41 -> 31 ms against
+# no blocks; 2**19 to 2**20 was best, 2**16 slower).
 BLOCK_BYTES = 2**20
 
 #: Work whose largest array (for the attention: the weights ``S (n, c, j)``) takes fewer bytes
