@@ -180,36 +180,83 @@ def _calls_per_sample(f: Callable[[], object], min_time: float = 0.01) -> int:
     return max(1, min(10_000, int(np.ceil(min_time / max(once, 1e-7)))))
 
 
+def _busy_seconds() -> tuple[float, float] | None:
+    """CPU seconds used so far by every process on the machine (``/proc/stat``) and by this
+    one (``os.times``); None where ``/proc/stat`` cannot be read."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(v) for v in fields]
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle, iowait
+    own = os.times()
+    return busy, own.user + own.system
+
+
+@dataclass
+class Timing:
+    """Seconds per call of each function (``repeats`` samples each), and for each kept round
+    the share of the machine's cores that other processes used during it."""
+
+    times: dict[str, list[float]]
+    other_load: list[float]
+    rounds: int  # rounds run, kept or not
+
+
 def time_round_robin(
     fns: dict[str, Callable[[], object]],
     repeats: int,
     min_time: float = 0.01,
     settings: dict[str, int | None] | None = None,
-) -> dict[str, list[float]]:
-    """Seconds per call of each function, ``repeats`` samples each, the functions in turn.
+    quiet: float | None = None,
+) -> Timing:
+    """Time each function ``repeats`` times, the functions in turn (one round = one sample of
+    each).
 
     ``settings[key]`` is the thread setting (:func:`thread_setting`) of function ``key``
     (default: ``None``), entered outside the timed calls. Each function is called once first
     (warm-up); a sample of a fast function averages enough calls to last ``min_time`` seconds.
     The order rotates every round, so that no function always follows the same one (threads
     still spinning after a parallel region slow down whatever runs next).
+
+    ``quiet``: on a shared machine, a round during which other processes used more than this
+    share of the cores is run again, up to ``3 * repeats`` rounds in all; then the ``repeats``
+    quietest rounds are kept. None keeps every round.
     """
     settings = settings or {}
     number = {}
     for key, f in fns.items():
         with thread_setting(settings.get(key)):
             number[key] = _calls_per_sample(f, min_time)
-    times: dict[str, list[float]] = {k: [] for k in fns}
     keys = list(fns)
-    for r in range(repeats):
+    cores = os.cpu_count() or 1
+    rounds: list[tuple[float, dict[str, float]]] = []
+    r = 0
+    while r < repeats or (
+        quiet is not None and r < 3 * repeats and sum(load <= quiet for load, _ in rounds) < repeats
+    ):
+        sample = {}
+        start, w0 = _busy_seconds(), time.perf_counter()
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
-            f = fns[key]
             with thread_setting(settings.get(key)):
                 t0 = time.perf_counter()
                 for _ in range(number[key]):
-                    f()
-                times[key].append((time.perf_counter() - t0) / number[key])
-    return times
+                    fns[key]()
+                sample[key] = (time.perf_counter() - t0) / number[key]
+        end, wall = _busy_seconds(), time.perf_counter() - w0
+        load = 0.0
+        if start is not None and end is not None and wall > 0:
+            load = max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / (cores * wall))
+        rounds.append((load, sample))
+        r += 1
+    if quiet is not None:  # the quietest rounds, in the order they ran
+        quietest = sorted(range(len(rounds)), key=lambda i: rounds[i][0])[:repeats]
+        rounds = [rounds[i] for i in sorted(quietest)]
+    return Timing(
+        times={key: [sample[key] for _, sample in rounds] for key in keys},
+        other_load=[load for load, _ in rounds],
+        rounds=r,
+    )
 
 
 def summary(ts: list[float]) -> dict[str, Any]:
@@ -289,7 +336,7 @@ def bench_mlp(sizes: Sizes, seed: int) -> dict[str, Any]:
         if loops:
             fns["forward_loop"] = lambda: mlp.forward_nonvectorized(X, theta)
             fns["step_loop"] = lambda: mlp.loss_and_grads_nonvectorized(X, y, theta)
-        times = time_round_robin(fns, sizes.repeats, sizes.min_time)
+        times = time_round_robin(fns, sizes.repeats, sizes.min_time).times
         return {key: summary(v) for key, v in times.items()}
 
     rows = []
@@ -456,9 +503,26 @@ def _checked_steps(
     return fns, errors
 
 
-def bench_step(sizes: Sizes, seed: int, note: str | None, pinned: int = 1) -> dict[str, Any]:
+def _at_settings(
+    steps: dict[str, Callable[[], object]], counts: Sequence[int | None]
+) -> tuple[dict[str, Callable[[], object]], dict[str, int | None]]:
+    """Each step at each thread setting, keyed ``"<step>@<setting>"``, and those settings."""
+    fns = {f"{name}@{_label(k)}": f for k in counts for name, f in steps.items()}
+    return fns, {f"{name}@{_label(k)}": k for k in counts for name in steps}
+
+
+def _rounds(timing: Timing) -> dict[str, Any]:
+    """How many rounds ran and how busy the other processes kept the cores in the kept ones."""
+    load = timing.other_load
+    return {"rounds": timing.rounds, "kept": len(load), "other_load_median": float(np.median(load))}
+
+
+def bench_step(
+    sizes: Sizes, seed: int, note: str | None, pinned: int = 1, quiet: float | None = None
+) -> dict[str, Any]:
     """The ``self``-attention step at each ``(dtype, d)``: ours, plain matmul, torch and the
-    roof, each at the default thread count and at ``pinned`` threads."""
+    roof, each at the default thread count and at ``pinned`` threads (``quiet``: see
+    :func:`time_round_robin`)."""
     n, c = sizes.step_n, sizes.step_c
     rng = np.random.default_rng(seed)
     rows = []
@@ -470,12 +534,9 @@ def bench_step(sizes: Sizes, seed: int, note: str | None, pinned: int = 1) -> di
             model, X, y = _step_problem(n, d, c, dtype, seed, rng)
             steps, errors = _checked_steps(model, X, y, note is None)
             steps["roof"] = lambda a=a, b=b: a @ b
-            fns, settings = {}, {}
-            for k in (None, pinned):
-                for name, f in steps.items():
-                    fns[f"{name}@{_label(k)}"] = f
-                    settings[f"{name}@{_label(k)}"] = k
-            raw = time_round_robin(fns, sizes.repeats, sizes.min_time, settings)
+            fns, settings = _at_settings(steps, (None, pinned))
+            timing = time_round_robin(fns, sizes.repeats, sizes.min_time, settings, quiet)
+            raw = timing.times
             flops = step_flops(n, d, c)
             row: dict[str, Any] = {
                 "dtype": np.dtype(dtype).name,
@@ -485,6 +546,7 @@ def bench_step(sizes: Sizes, seed: int, note: str | None, pinned: int = 1) -> di
                 "flops": flops,
                 "max_rel_error": errors,
                 "times": {},
+                "rounds": _rounds(timing),
             }
             for lab in labels:
                 s = {name: summary(raw[f"{name}@{lab}"]) for name in steps}
@@ -511,10 +573,12 @@ def bench_step(sizes: Sizes, seed: int, note: str | None, pinned: int = 1) -> di
 # --- part 3: the step on 1, 2, ... threads -----------------------------------------------------
 
 
-def bench_threads(sizes: Sizes, seed: int, note: str | None) -> dict[str, Any]:
+def bench_threads(
+    sizes: Sizes, seed: int, note: str | None, quiet: float | None = None
+) -> dict[str, Any]:
     """The float64 step at the largest ``d`` on ``k = 1 .. cores`` threads and at the default
     (attnlab and torch), and the demo's small step (self attention, last pool, MLP head) at the
-    default and on one thread."""
+    default and on one thread (``quiet``: see :func:`time_round_robin`)."""
     n, d, c = sizes.step_n, max(sizes.step_d), sizes.step_c
     rng = np.random.default_rng(seed)
     model, X, y = _step_problem(n, d, c, np.float64, seed, rng)
@@ -526,17 +590,12 @@ def bench_threads(sizes: Sizes, seed: int, note: str | None) -> dict[str, Any]:
     Xd = rng.standard_normal((sizes.demo_n, sizes.demo_d, sizes.demo_c))
     yd = rng.integers(0, 3, size=sizes.demo_n)
     counts: list[int | None] = [*range(1, usable_cores() + 1), None]
-    fns: dict[str, Callable[[], object]] = {}
-    settings: dict[str, int | None] = {}
-    for k in counts:
-        for name, f in steps.items():
-            fns[f"{name}@{_label(k)}"] = f
-            settings[f"{name}@{_label(k)}"] = k
-    for k in (1, None):
-        fns[f"demo@{_label(k)}"] = lambda: demo.loss_and_grads(Xd, yd)
-        settings[f"demo@{_label(k)}"] = k
-    raw = time_round_robin(fns, sizes.repeats, sizes.min_time, settings)
-    times = {key: summary(t) for key, t in raw.items()}
+    fns, settings = _at_settings(steps, counts)
+    demo_fns, demo_settings = _at_settings({"demo": lambda: demo.loss_and_grads(Xd, yd)}, (1, None))
+    timing = time_round_robin(
+        fns | demo_fns, sizes.repeats, sizes.min_time, settings | demo_settings, quiet
+    )
+    times = {key: summary(t) for key, t in timing.times.items()}
     rows = []
     for k in counts:
         lab = _label(k)
@@ -552,6 +611,7 @@ def bench_threads(sizes: Sizes, seed: int, note: str | None) -> dict[str, Any]:
         "c": c,
         "cores": usable_cores(),
         "rows": rows,
+        "rounds": _rounds(timing),
         "demo": {
             "n": sizes.demo_n,
             "d": sizes.demo_d,
@@ -571,7 +631,7 @@ def _step_time(n: int, d: int, c: int, sizes: Sizes, rng: np.random.Generator) -
     y = rng.choice([-1.0, 1.0], size=n)
     model = ContextWindowModel(d, attention="self", pool="mean", head="linear")
     step = {"step": lambda: model.loss_and_grads(X, y)}
-    return summary(time_round_robin(step, sizes.repeats, sizes.min_time, {"step": 1})["step"])
+    return summary(time_round_robin(step, sizes.repeats, sizes.min_time, {"step": 1}).times["step"])
 
 
 def bench_scaling(sizes: Sizes, seed: int) -> dict[str, Any]:
@@ -827,6 +887,13 @@ def _report_mlp(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rounds_text(rounds: dict[str, Any]) -> str:
+    return (
+        f"{rounds['kept']} of {rounds['rounds']} rounds kept; other processes used "
+        f"{rounds['other_load_median']:.0%} of the cores (median)"
+    )
+
+
 def _report_step(r: dict[str, Any]) -> list[str]:
     r0 = r["rows"][0]
     pinned = str(r["pinned"])
@@ -858,7 +925,7 @@ def _report_step(r: dict[str, Any]) -> list[str]:
     lines.append(f"default threads / {_threads_text(pinned)}, each implementation:")
     for row in r["rows"]:
         ratios = "  ".join(f"{k} {v:.2f}x" for k, v in row["default_over_pinned"].items())
-        lines.append(f"{row['dtype']:>17} {row['d']:>3}  {ratios}")
+        lines.append(f"{row['dtype']:>17} {row['d']:>3}  {ratios}  ({_rounds_text(row['rounds'])})")
     if r["torch_note"]:
         lines.append(f"note: {r['torch_note']}")
     return lines
@@ -881,6 +948,7 @@ def _report_threads(r: dict[str, Any]) -> list[str]:
         f"default {_ms(dm['times']['default'])}, 1 thread {_ms(dm['times']['1'])}, "
         f"ratio {dm['default_over_1_thread']:.2f}"
     )
+    lines.append(_rounds_text(r["rounds"]))
     return lines
 
 
@@ -993,12 +1061,15 @@ def run_benchmarks(
     seed: int = 0,
     pinned: int = 1,
     use_torch: bool = True,
+    quiet: float | None = None,
     command: str = "",
 ) -> dict[str, Any]:
     """Run the ``parts`` at the sizes of ``mode`` (one of :data:`MODES`), write ``bench.json``,
     ``report.txt`` and ``<part>.png`` to the folder ``out`` (created), and return the results;
     ``results["report"]`` holds the report's lines. ``pinned`` is the thread count compared
-    with the default (1: one core for everything); ``command`` is recorded as given."""
+    with the default (1: one core for everything); ``quiet`` (a share of the cores, or None)
+    repeats the step and thread measurements' rounds disturbed by other processes (see
+    :func:`time_round_robin`); ``command`` is recorded as given."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, received {mode!r}")
     unknown = [p for p in parts if p not in PARTS]
@@ -1006,6 +1077,8 @@ def run_benchmarks(
         raise ValueError(f"parts: expected some of {', '.join(PARTS)}, received {list(parts)}")
     seed = check_seed(seed)
     positive("pinned", pinned, integer=True)
+    if quiet is not None:
+        positive("quiet", quiet)
     sizes = MODES[mode]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1020,8 +1093,8 @@ def run_benchmarks(
     }
     for part, bench, plot in (
         ("mlp", lambda: bench_mlp(sizes, seed), plot_mlp),
-        ("step", lambda: bench_step(sizes, seed, note, pinned), plot_step),
-        ("threads", lambda: bench_threads(sizes, seed, note), plot_threads),
+        ("step", lambda: bench_step(sizes, seed, note, pinned, quiet), plot_step),
+        ("threads", lambda: bench_threads(sizes, seed, note, quiet), plot_threads),
         ("scaling", lambda: bench_scaling(sizes, seed), plot_scaling),
         ("memory", lambda: bench_memory(sizes, seed), plot_memory),
     ):

@@ -37,6 +37,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScriptParser, argparse.Na
         help="the thread count compared with the default (attnlab, BLAS and torch), default 1",
     )
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
+    p.add_argument(
+        "--quiet",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="on a shared machine: rerun the step rounds during which other processes used more "
+        "than SHARE of the cores (e.g. 0.1), keep the quietest",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/bench-<time>)")
     args = p.parse_args(argv)
@@ -61,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             pinned=args.threads,
             use_torch=not args.no_torch,
+            quiet=args.quiet,
             command=command,
         ),
     )

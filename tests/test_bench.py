@@ -3,8 +3,10 @@ module's baselines compute the same loss and gradients as the model (so every ra
 compares one computation)."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -118,6 +120,7 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, args: list[str], me
         ({"parts": ()}, "parts: expected some of"),
         ({"seed": -3}, "seed: expected a non-negative integer, received -3"),
         ({"pinned": 0}, "pinned: expected a positive integer, received 0"),
+        ({"quiet": -0.1}, "quiet: expected"),
     ],
 )
 def test_run_benchmarks_refuses_bad_options_before_writing(
@@ -138,7 +141,7 @@ def _blas_threads() -> list[int]:
 def test_time_round_robin_runs_each_function_under_its_thread_setting() -> None:
     seen: dict[str, set] = {"pinned": set(), "default": set()}
     default = (num_threads(), tuple(_blas_threads()))
-    times = bench.time_round_robin(
+    timing = bench.time_round_robin(
         {
             "pinned": lambda: seen["pinned"].add((num_threads(), tuple(_blas_threads()))),
             "default": lambda: seen["default"].add((num_threads(), tuple(_blas_threads()))),
@@ -150,7 +153,36 @@ def test_time_round_robin_runs_each_function_under_its_thread_setting() -> None:
     assert seen["pinned"] == {(1, tuple(1 for _ in default[1]))}
     assert seen["default"] == {default}
     assert (num_threads(), tuple(_blas_threads())) == default  # restored
-    assert all(len(t) == 3 and min(t) >= 0 for t in times.values())
+    assert all(len(t) == 3 and min(t) >= 0 for t in timing.times.values())
+    assert timing.rounds == 3 and len(timing.other_load) == 3
+
+
+def test_quiet_rounds_rerun_the_disturbed_ones_and_keep_the_quietest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Other processes' load per round (faked): 0.5, 0.0, 0.9, 0.05, 0.3, 0.2 ... with
+    ``quiet=0.1`` the rounds run until two are quiet (the 2nd and 4th), and those are kept."""
+    loads = iter([0.0, 0.5, 0.0, 0.9, 0.05, 0.3, 0.2, 0.4])  # the first: the warm-up call
+    clock = {"busy": 0.0, "own": 0.0}
+    calls = []
+
+    def fake_busy() -> tuple[float, float]:
+        return clock["busy"], clock["own"]
+
+    def step() -> None:
+        calls.append(len(calls))
+        clock["busy"] += next(loads) * (os.cpu_count() or 1) * 0.01  # others, during 10 ms
+        time.sleep(0.01)
+
+    monkeypatch.setattr(bench, "_busy_seconds", fake_busy)
+    timing = bench.time_round_robin({"step": step}, repeats=2, min_time=0.0, quiet=0.1)
+    assert timing.rounds == 4 == len(calls) - 1  # one warm-up call, then 4 rounds
+    assert len(timing.times["step"]) == 2
+    assert timing.other_load == pytest.approx([0.0, 0.05], abs=0.03)
+    none_quiet = bench.time_round_robin(
+        {"step": lambda: time.sleep(0.001)}, repeats=2, min_time=0.0, quiet=1e-9
+    )
+    assert none_quiet.rounds <= 6 and len(none_quiet.times["step"]) == 2
 
 
 # --- the reference steps ------------------------------------------------------------------------
