@@ -227,12 +227,15 @@ def plan_sweep(
 
     ``grid``: option -> values (the product of all is swept); ``fixed``: option -> value for
     every run. Option names take ``_`` or ``-``; values given as text are read as the type of
-    the option's default (:func:`parse_value`). ``ValueError`` names an unknown option, an
+    the option's default, or of its resolved default where the default is None
+    (:func:`parse_value`). ``ValueError`` names an unknown option, an
     option given twice, an empty list of values or seeds, or the grid point that ``resolve``
     refuses.
     """
     name, module_name, module = load_experiment(experiment)
-    defaults = module.DEFAULTS
+    baseline = module.resolve({})
+    # the type of an option whose default is None (decided by resolve): its resolved default's
+    defaults = {k: baseline.get(k) if v is None else v for k, v in module.DEFAULTS.items()}
     fixed_t: dict[str, Any] = {}
     for raw, value in (fixed or {}).items():
         key = _option(raw, defaults, "fixed options")
@@ -251,7 +254,6 @@ def plan_sweep(
     seed_list = list(dict.fromkeys(seeds))
     if not seed_list or any(isinstance(s, bool) or not isinstance(s, int) for s in seed_list):
         raise ValueError(f"seeds: expected integers >= 0, received {seed_list!r}")
-    baseline = module.resolve({})
     runs: dict[str, Run] = {}
     for values in itertools.product(*grid_t.values()):
         point = dict(zip(grid_t, values, strict=True))
@@ -402,7 +404,7 @@ def _client(scheduler: str | None, workers: int, preload: Sequence[str]) -> Iter
 
             get_mp_context()  # distributed sets its own preload list once; ours replaces it
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["distributed", "numpy", __name__, *preload])
+            ctx.set_forkserver_preload(["distributed", "matplotlib.pyplot", __name__, *preload])
             _start_forkserver()
         cluster = LocalCluster(
             n_workers=workers,

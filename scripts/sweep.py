@@ -29,11 +29,11 @@ from attnlab.sweep import (
     parse_seeds,
     sweep,
 )
-from mlp.train.folders import ScriptParser
+from mlp.train.cli import ScriptParser, run_script
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    p = ScriptParser(prog="sweep.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p = ScriptParser(prog="sweep.py", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "experiment", metavar="EXPERIMENT", help=f"{', '.join(EXPERIMENTS)} or a module name"
     )
@@ -87,23 +87,22 @@ def _assignments(items: list[str], flag: str) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
-    try:
-        result = sweep(
-            args.experiment,
-            args.grid,
-            args.set,
-            args.seeds,
-            args.out,
-            scheduler=args.scheduler,
-            workers=args.workers,
-        )
-    except ValueError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
-    except SweepInterrupted as err:
-        parser.exit(
-            130,
-            f"{parser.prog}: {err}; run the same command again to continue\n",
-        )
+
+    def work():
+        try:
+            return sweep(
+                args.experiment,
+                args.grid,
+                args.set,
+                args.seeds,
+                args.out,
+                scheduler=args.scheduler,
+                workers=args.workers,
+            )
+        except SweepInterrupted as err:
+            parser.fail(130, f"{err}; run the same command again to continue")
+
+    result = run_script(parser, work)
     print(
         f"{result.finished} runs finished, {result.skipped} already done, {result.failed} failed"
         f" (of {result.planned})"

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 import sweep_fixture
 
@@ -435,3 +436,82 @@ def test_cells_keep_full_precision() -> None:
     x = 0.1 + 0.2
     assert float(cell(x)) == x and cell(None) == "" and cell([1, 2.5]) == "[1, 2.5]"
     assert next(csv.reader(io.StringIO(cell(math.pi)))) == [repr(math.pi)]
+
+
+# --- the library's experiments --------------------------------------------------------------------
+
+
+def _run_sweep(experiment: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), experiment, *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=TIMEOUT,
+    )
+
+
+def _same_arrays(a: Path, b: Path) -> bool:
+    with np.load(a) as x, np.load(b) as y:
+        return sorted(x.files) == sorted(y.files) and all(
+            np.array_equal(x[k], y[k]) and x[k].dtype == y[k].dtype for k in x.files
+        )
+
+
+def test_an_attention_sweep_run_is_bit_identical_to_the_single_run_script(
+    tmp_path: Path, scheduler: str
+) -> None:
+    single, out = tmp_path / "single", tmp_path / "sweep"
+    script = ROOT / "scripts" / "train_attention.py"
+    options = ["--attention", "kq", "--steps", "40", "--seed", "2", "--out", str(single)]
+    proc = subprocess.run(
+        [sys.executable, str(script), *options],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    args = ["--set", "attention=kq", "--set", "steps=40", "--seeds", "2", "--out", str(out)]
+    swept = _run_sweep("attention", *args, "--scheduler", scheduler)
+    assert swept.returncode == 0, swept.stderr
+    (run,) = plan_sweep("attention", {}, {"attention": "kq", "steps": 40}, [2]).runs
+    metrics = json.loads((single / "metrics.json").read_text())
+    expected = result_row(run, {"metrics": {**metrics, "task": "iris-in-context"}, "seconds": 0})
+    (row,) = Table(out / "results.csv").rows
+    assert {k: v for k, v in row.items() if k != "wall_seconds"} == {
+        k: v for k, v in expected.items() if k != "wall_seconds"
+    }
+    assert _same_arrays(single / "params.npz", out / "runs" / run.run_id / "params.npz")
+    assert _same_arrays(single / "snapshots.npz", out / "runs" / run.run_id / "snapshots.npz")
+
+
+def test_an_mlp_sweep_run_is_bit_identical_to_the_same_run_in_this_process(
+    tmp_path: Path, scheduler: str
+) -> None:
+    from mlp.experiment import run_experiment
+
+    out = tmp_path / "sweep"
+    swept = _run_sweep(
+        "mlp",
+        "--grid",
+        "hidden=3,5",
+        "--set",
+        "epochs=4",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--scheduler",
+        scheduler,
+    )
+    assert swept.returncode == 0, swept.stderr
+    rows = {r["run_id"]: r for r in Table(out / "results.csv").rows}
+    for run in plan_sweep("mlp", {"hidden": [3, 5]}, {"epochs": 4}, [1]).runs:
+        here = tmp_path / "here" / run.run_id
+        metrics = run_experiment(run.config, here, progress=False)
+        expected = result_row(run, {"metrics": metrics, "seconds": 0.0})
+        assert {k: v for k, v in rows[run.run_id].items() if k != "wall_seconds"} == {
+            k: v for k, v in expected.items() if k != "wall_seconds"
+        }
+        assert _same_arrays(here / "params.npz", out / "runs" / run.run_id / "params.npz")
