@@ -17,7 +17,7 @@ The sweep folder ``out`` holds:
 - ``sweep.json``: the experiment (one per folder) and the grid of each invocation;
 - ``runs/RUN_ID/``: the run folder that ``run_experiment`` writes. ``RUN_ID`` is a function of the
   experiment, the resolved config and the seed only: the options that differ from the defaults,
-  the seed and a hash of all of it, e.g. ``attention=kq_features=2_seed=3_5f0c2a9e1b``;
+  the seed and a hash of all of it, e.g. ``attention=kq_lr=0.1_seed=3_<10 hex digits>``;
 - ``results.csv``: one row per finished run (every option, every metric, ``wall_seconds``,
   ``run_id``), appended as runs finish; each row is written whole by one ``os.write``;
 - ``failed.csv``: the runs that raised, with their error line (retried by the next invocation);
@@ -410,7 +410,7 @@ def _client(scheduler: str | None, workers: int, preload: Sequence[str]) -> Iter
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: several sweeps may run at once
             silence_logs=logging.ERROR,
         )
         client = Client(cluster)
@@ -460,9 +460,9 @@ def _outcomes(
             client.cancel(list(futures))
 
 
-def _open_folder(out: Path, plan: Plan) -> None:
+def _open_folder(out: Path, plan: Plan) -> list[str]:
     """Check that ``out`` is new, empty or a sweep of the same experiment; record the plan's
-    grid in its manifest."""
+    grid in its manifest. Returns the options of the grids of every invocation."""
     manifest: dict[str, Any] = {}
     if (out / MANIFEST).is_file():
         manifest = read_json(out / MANIFEST)
@@ -486,6 +486,7 @@ def _open_folder(out: Path, plan: Plan) -> None:
         out / MANIFEST,
         {"experiment": plan.experiment, "module": plan.module, "invocations": invocations},
     )
+    return list(dict.fromkeys(k for i in invocations for k in i.get("grid", {})))
 
 
 def result_row(run: Run, outcome: Mapping[str, Any]) -> dict[str, str]:
@@ -529,7 +530,7 @@ def sweep(
             f"(scheduler {scheduler!r})"
         )
     out = Path(out).absolute()
-    _open_folder(out, plan)
+    grid_options = _open_folder(out, plan)
     results, failed = Table(out / "results.csv"), Table(out / "failed.csv")
     done = {row["run_id"] for row in results.rows}
     pending = [run for run in plan.runs if run.run_id not in done]
@@ -563,8 +564,9 @@ def sweep(
         raise SweepInterrupted(out, finished, len(pending) - finished - n_failed) from None
     finally:
         bar.close()
+    config_keys = list(plan.runs[0].config)
     files = write_report(
-        out, plan.experiment, list(plan.runs[0].config), results.rows, len(failed.rows)
+        out, plan.experiment, config_keys, results.rows, len(failed.rows), grid_options
     )
     skipped = len(plan.runs) - len(pending)
     return SweepResult(out, len(plan.runs), skipped, finished, n_failed, files)

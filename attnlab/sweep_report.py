@@ -76,13 +76,30 @@ def statistics(values: Sequence[float], seeds: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def swept_options(
+    rows: Sequence[Mapping[str, str]], options: Sequence[str], first: Sequence[str] = ()
+) -> list[str]:
+    """The options that tell the grid points apart: those of ``first`` (the grid's) that vary
+    among the rows, then every other varying option that the ones before it do not determine
+    (``steps`` that follows from ``features`` is left out)."""
+    varying = [k for k in options if len({r.get(k, "") for r in rows}) > 1]
+    shown = [k for k in first if k in varying]
+    for k in varying:
+        values: dict[tuple[str, ...], set[str]] = {}
+        for r in rows:
+            values.setdefault(tuple(r.get(s, "") for s in shown), set()).add(r.get(k, ""))
+        if k not in shown and any(len(v) > 1 for v in values.values()):
+            shown.append(k)
+    return shown
+
+
 def summarize(
-    rows: Sequence[Mapping[str, str]], config_keys: Sequence[str]
+    rows: Sequence[Mapping[str, str]], config_keys: Sequence[str], grid: Sequence[str] = ()
 ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
     """``(swept options, numeric metrics, summary rows)``; one summary row per grid point and
-    metric, grid points in order of first appearance."""
+    metric, grid points in order of first appearance (see :func:`swept_options` for ``grid``)."""
     options = [k for k in config_keys if k != "seed"]
-    swept = [k for k in options if len({r.get(k, "") for r in rows}) > 1]
+    swept = swept_options(rows, options, grid)
     columns = dict.fromkeys(c for r in rows for c in r)
     metrics = numeric_columns(
         rows, [c for c in columns if c not in config_keys and c not in NOT_METRICS]
@@ -127,7 +144,9 @@ def summary_markdown(
 ) -> str:
     """The text of ``summary.md``."""
     seeds = sorted({int(r["seed"]) for r in rows if r.get("seed", "").isdigit()})
-    shared = [k for k in config_keys if k != "seed" and k not in swept]
+    options = [k for k in config_keys if k != "seed"]
+    shared = [k for k in options if len({r.get(k, "") for r in rows}) == 1]
+    derived = [k for k in options if k not in swept and k not in shared]
     points = len({tuple(r.get(k, "") for k in swept) for r in rows})
     lines = [
         f"# Sweep of {experiment}: mean over seeds",
@@ -139,6 +158,11 @@ def summary_markdown(
     ]
     if rows and shared:
         lines += ["Options shared by every run: " + ", ".join(f"{k}={rows[0][k]}" for k in shared)]
+        lines += [""]
+    if derived:
+        lines += [
+            f"Options that follow from the swept ones (see results.csv): {', '.join(derived)}"
+        ]
         lines += [""]
     for metric in dict.fromkeys(s["metric"] for s in summary):
         head = [*swept, *[s.replace("_", " ") for s in STATS]]
@@ -225,11 +249,13 @@ def write_report(
     config_keys: Sequence[str],
     rows: Sequence[Mapping[str, str]],
     n_failed: int,
+    grid: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write ``summary.csv``, ``summary.md`` and ``figures/`` into ``out``; returns their paths
-    (``figures``: the folder, with no figure if no option is swept)."""
+    (``figures``: the folder, with no figure if no option is swept). ``grid``: the options of
+    the grid, shown first (see :func:`swept_options`)."""
     out = Path(out)
-    swept, metrics, summary = summarize(rows, config_keys)
+    swept, metrics, summary = summarize(rows, config_keys, grid)
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, [*swept, "metric", *STATS], lineterminator="\n")
         writer.writeheader()

@@ -35,7 +35,7 @@ from attnlab.sweep import (
     result_row,
     sweep,
 )
-from attnlab.sweep_report import summarize, write_report
+from attnlab.sweep_report import summarize, swept_options, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "sweep.py"
@@ -268,6 +268,24 @@ def test_summary_per_grid_point_over_seeds() -> None:
     assert by["0.1", "a", "ok"]["mean"] == 0.5  # yes/no: the fraction of yes
 
 
+def test_options_that_follow_from_the_swept_ones_are_not_swept(tmp_path: Path) -> None:
+    rows = [
+        {"attention": a, "features": f, "steps": str(1500 * int(f)), "seed": s, "acc": "0.5"}
+        for a in ("self", "kq")
+        for f in ("4", "2")
+        for s in ("0", "1")
+    ]
+    options = ["attention", "features", "steps"]
+    assert swept_options(rows, options) == ["attention", "features"]
+    assert swept_options(rows, options, first=["steps"]) == ["steps", "attention"]
+    files = write_report(tmp_path, "toy", [*options, "seed"], rows, 0, grid=["features"])
+    text = files["summary"].read_text()
+    assert "| features | attention | count |" in text
+    assert "Options that follow from the swept ones (see results.csv): steps" in text
+    names = sorted(p.name for p in files["figures"].iterdir())
+    assert names == ["acc_vs_attention.png", "acc_vs_features.png"]
+
+
 def test_report_files_tables_and_figures(tmp_path: Path) -> None:
     files = write_report(tmp_path, "toy", ["lr", "kind", "seed"], ROWS, n_failed=1)
     with open(files["summary_csv"]) as f:
@@ -336,7 +354,7 @@ def scheduler():
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         yield cluster.scheduler_address
 
