@@ -1,6 +1,6 @@
 """The context-window attention layer ``X softmax(X^T Q)`` and the model built on it.
 
-Names other code relies on (SPEC.md sections 3-4): ``attend_forward``, ``attend_backward``,
+Names other code relies on: ``attend_forward``, ``attend_backward``,
 ``ContextWindowModel``; plus the prompt tasks (``make_task``) and the attention SVM
 (``attention_svm``, ``prompt_svm``). Plots (``attnlab.plots``), training runs
 (``attnlab.experiment``) and the max-margin experiments (``attnlab.max_margin``) are imported from

@@ -26,7 +26,7 @@ from attnlab.queries import ATTENTIONS
 from attnlab.tasks import TASKS, Task, make_task
 from mlp.data import CLASS_NAMES
 from mlp.train.data import Dataset
-from mlp.train.folders import load_arrays, load_model, read_options, save_arrays, write_json
+from mlp.train.folders import load_arrays, load_model, resume_from, save_arrays, write_json
 from mlp.train.optim import OPTIMIZERS, make_optimizer
 from mlp.train.trainer import History, Trainer
 from mlp.validation import check_seed, choice, positive
@@ -71,7 +71,7 @@ IRIS_DEFAULTS = {
 #: steps, and longer training only overfits the MLP head (test accuracy falls).
 IRIS_STEPS = {4: 6000, 2: 2000}
 
-#: The published settings of the two reproduction tasks (SPEC section 5): the head ``v`` is
+#: The published settings of the two reproduction tasks: the head ``v`` is
 #: the task's fixed vector and only the attention is trained, full batch, normalized GD.
 REPRO_DEFAULTS = {
     "max-margin": {
@@ -318,13 +318,7 @@ def resume_experiment(
     A missing or unreadable file raises :class:`mlp.train.folders.RunFolderError` or
     :class:`mlp.train.checkpoint.CheckpointError` (both ``ValueError``) naming it.
     """
-    options = read_options(run_dir, DEFAULTS)
-    if steps is not None:
-        options["steps"] = steps
-    checkpoint = Path(run_dir) / "checkpoint.npz"
-    experiment = prepare(options, checkpoint=checkpoint, progress=progress)
-    experiment.trainer.resume(checkpoint)
-    return experiment
+    return resume_from(run_dir, DEFAULTS, prepare, {"steps": steps}, progress)
 
 
 def run_experiment(

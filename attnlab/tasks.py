@@ -1,4 +1,4 @@
-"""Prompt tasks (SPEC.md section 5), each generated locally from a seed.
+"""Prompt tasks, each generated locally from a seed.
 
 Every generator returns a :class:`Task`: training and test :class:`mlp.Dataset` s with prompts
 ``X (n, d, c)`` (tokens as columns), labels ``y (n,)``, the index of the target token where the

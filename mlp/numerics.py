@@ -1,7 +1,7 @@
 """The stable numerics, in one place: relu, softmax, log-sum-exp, cross-entropy, logistic loss.
 
 Every other module (the MLP and the attention layer) calls these; none re-implements them.
-Shapes use the axis names of SPEC.md: ``n`` samples, ``k`` classes.
+Shapes use the axis names ``n`` samples, ``k`` classes.
 """
 
 from __future__ import annotations
