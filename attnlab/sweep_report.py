@@ -272,7 +272,14 @@ def write_report(
             continue
         for key in swept:
             name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{metric}_vs_{key}") + ".png"
-            plot_metric(rows, metric, key, swept, figures / name, f"{experiment}: {n_seeds} seeds")
+            plot_metric(
+                rows,
+                metric,
+                key,
+                swept,
+                figures / name,
+                f"{experiment}: {metric} against {key}, {n_seeds} seeds",
+            )
     return {
         "results": out / "results.csv",
         "failed": out / "failed.csv",
