@@ -10,7 +10,6 @@ this process.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -35,7 +34,7 @@ from attnlab.sweep import (
     result_row,
     sweep,
 )
-from attnlab.sweep_report import summarize, swept_options, write_report
+from attnlab.sweep_report import cell, summarize, swept_options, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "sweep.py"
@@ -437,12 +436,14 @@ def test_ctrl_c_loses_only_runs_in_flight_and_a_rerun_completes(tmp_path: Path) 
     assert_same_results(out, expected)
 
 
-def test_cells_keep_full_precision() -> None:
-    from attnlab.sweep_report import cell
-
-    x = 0.1 + 0.2
-    assert float(cell(x)) == x and cell(None) == "" and cell([1, 2.5]) == "[1, 2.5]"
-    assert next(csv.reader(io.StringIO(cell(math.pi)))) == [repr(math.pi)]
+def test_cells_keep_every_bit_of_a_float_through_the_file(tmp_path: Path) -> None:
+    values = [0.1 + 0.2, math.pi * 1e-300, -2.5e300, 1 / 3, float("nan"), float("inf")]
+    table = Table(tmp_path / "results.csv")
+    for i, v in enumerate(values):
+        table.append({"x": cell(np.float64(v)), "run_id": str(i)})
+    back = [float(r["x"]) for r in Table(tmp_path / "results.csv").rows]
+    assert [np.float64(v).tobytes() for v in back] == [np.float64(v).tobytes() for v in values]
+    assert (cell(None), cell(True), cell([1, 2.5]), cell("a b")) == ("", "True", "[1, 2.5]", "a b")
 
 
 # --- the library's experiments --------------------------------------------------------------------
