@@ -411,7 +411,7 @@ def _client(scheduler: str | None, workers: int, preload: Sequence[str]) -> Iter
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",  # any free port: several sweeps may run at once
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,  # a run's error is its row in failed.csv
         )
         client = Client(cluster)
         try:

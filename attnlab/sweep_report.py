@@ -278,7 +278,7 @@ def write_report(
                 key,
                 swept,
                 figures / name,
-                f"{experiment}: {metric} against {key}, {n_seeds} seeds",
+                f"{metric} against {key} ({experiment} experiment, {n_seeds} seeds)",
             )
     return {
         "results": out / "results.csv",
