@@ -106,6 +106,21 @@ def sign_labels(name: str, y: object, n: int) -> np.ndarray:
     return arr.astype(np.float64)
 
 
+def real_targets(name: str, t: object, n: int) -> np.ndarray:
+    """Finite real targets as a float array of shape ``(n,)`` (``(n, 1)`` is accepted too)."""
+    arr = np.asarray(t)
+    if arr.ndim == 2 and arr.shape[1:] == (1,):
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name}: expected real targets of shape (n={n},), received {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected real targets, received dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name}: expected finite targets, received {bad} NaN or inf entries")
+    return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
+
+
 def float_dtype(name: str, dtype: object) -> np.dtype:
     """``dtype`` as ``np.dtype``; ``ValueError``/``TypeError`` naming ``name`` unless float32/64."""
     try:
