@@ -3,7 +3,7 @@
 Names other code relies on (SPEC.md sections 3-4): ``attend_forward``, ``attend_backward``,
 ``ContextWindowModel``; plus the prompt tasks (``make_task``) and the attention SVM
 (``attention_svm``, ``prompt_svm``). Plots (``attnlab.plots``), training runs
-(``attnlab.runs``) and the max-margin experiments (``attnlab.max_margin``) are imported from
+(``attnlab.experiment``) and the max-margin experiments (``attnlab.max_margin``) are imported from
 their modules, so importing the package does not load matplotlib.
 """
 

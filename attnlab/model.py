@@ -30,6 +30,7 @@ from mlp.validation import (
     choice,
     class_labels,
     float_dtype,
+    positive,
     sign_labels,
 )
 
@@ -37,10 +38,27 @@ POOLS = ("mean", "last")
 HEADS = ("linear", "mlp")
 
 
-def _positive_int(name: str, v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}: expected a positive integer, received {v!r}")
-    return int(v)
+def weight_on_target(S: np.ndarray, target: np.ndarray, pool: str = "mean") -> np.ndarray:
+    """Weight on the target token of each prompt: ``S (..., p, c, j)``, ``target (p,)`` ->
+    ``(..., p)``. Averaged over the query columns ``j`` for ``pool='mean'``; the last column
+    (the one the head reads) for ``pool='last'``."""
+    S = np.asarray(S)
+    target = np.asarray(target)
+    if S.ndim < 3 or target.shape != (S.shape[-3],) or target.dtype.kind not in "iu":
+        raise ValueError(
+            f"target: expected integer token indices of shape (p,) for S of shape "
+            f"(..., p, c, j), received target {target.shape} {target.dtype} and S {S.shape}"
+        )
+    if pool not in POOLS:
+        raise ValueError(f"pool: expected 'mean' or 'last', received {pool!r}")
+    bad = target[(target < 0) | (target >= S.shape[-2])]
+    if bad.size:
+        raise ValueError(
+            f"target: expected token indices in 0..{S.shape[-2] - 1}, received {bad[0]}"
+        )
+    idx = target.reshape((1,) * (S.ndim - 3) + (-1, 1, 1))
+    w = np.take_along_axis(S, idx, axis=-2)[..., 0, :]  # (..., p, j)
+    return w.mean(axis=-1) if pool == "mean" else w[..., -1]
 
 
 class ContextWindowModel:
@@ -73,14 +91,14 @@ class ContextWindowModel:
         dtype: npt.DTypeLike = np.float64,
         textbook_backward: bool = False,
     ) -> None:
-        self.d = _positive_int("d", d)
+        self.d = positive("d", d, integer=True)
         self.attention = choice("attention", attention, ATTENTIONS)
         self.pool = choice("pool", pool, POOLS)
         self.head = choice("head", head, HEADS)
-        self.n_classes = _positive_int("n_classes", n_classes)
-        self.n_queries = _positive_int("n_queries", n_queries)
-        self.rank = self.d if rank is None else _positive_int("rank", rank)
-        self.hidden = _positive_int("hidden", hidden)
+        self.n_classes = positive("n_classes", n_classes, integer=True)
+        self.n_queries = positive("n_queries", n_queries, integer=True)
+        self.rank = self.d if rank is None else positive("rank", rank, integer=True)
+        self.hidden = positive("hidden", hidden, integer=True)
         self.seed = check_seed(seed)
         self.dtype = float_dtype("dtype", dtype)
         if not isinstance(textbook_backward, (bool, np.bool_)):
@@ -199,24 +217,40 @@ class ContextWindowModel:
     ) -> float:
         """Mean weight on the target token ``target (n,)``, over the query columns that reach the
         head (all of them for ``pool='mean'``, the last one for ``pool='last'``) and prompts."""
-        S = self.attention_weights(X, Z)
-        target = np.asarray(target)
-        if target.shape != (S.shape[0],) or target.dtype.kind not in "iu":
-            raise ValueError(
-                f"target: expected integer token indices of shape (n={S.shape[0]},), "
-                f"received {target.shape} {target.dtype}"
+        return float(np.mean(weight_on_target(self.attention_weights(X, Z), target, self.pool)))
+
+    def snapshot(
+        self, X: np.ndarray, Z: np.ndarray | None = None, target: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The trainer's snapshot hook: the attention weights ``S (n, c, j)`` of ``X``."""
+        return self.attention_weights(X, Z)
+
+    def metrics(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        Z: np.ndarray | None = None,
+        target: np.ndarray | None = None,
+    ) -> dict[str, float]:
+        """The trainer's evaluation hook, means over the prompts: ``loss``, ``accuracy`` and,
+        given the target tokens ``target (n,)``, ``attention_on_target``."""
+        X, Z = self._inputs(X, Z)
+        y = self._labels(y, X.shape[0])
+        u, cache, _ = self._attend(X, Z)
+        z = self._head_forward(u)[0]
+        loss = self._loss(z, y)[0]
+        row = {"loss": float(loss), "accuracy": float(np.mean(self._classes(z) == y))}
+        if target is not None:
+            row["attention_on_target"] = float(
+                np.mean(weight_on_target(cache.S, target, self.pool))
             )
-        if target.min() < 0 or target.max() >= S.shape[1]:
-            bad = target[(target < 0) | (target >= S.shape[1])][0]
-            raise ValueError(
-                f"target: expected token indices in 0..{S.shape[1] - 1}, received {bad}"
-            )
-        w = S[np.arange(S.shape[0]), target, :]
-        return float(np.mean(w if self.pool == "mean" else w[:, -1]))
+        return row
 
     def predict(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
         """Predicted labels ``(n,)``: the sign (+1 on ties) for k = 1, else the argmax class."""
-        z = self.forward(X, Z)
+        return self._classes(self.forward(X, Z))
+
+    def _classes(self, z: np.ndarray) -> np.ndarray:
         if self.n_classes == 1:
             return np.where(z[:, 0] >= 0, 1.0, -1.0)
         return np.argmax(z, axis=1)
@@ -224,17 +258,21 @@ class ContextWindowModel:
     # --- loss and gradients ----------------------------------------------------------------
 
     def loss_and_grads(
-        self, X: np.ndarray, y: np.ndarray, Z: np.ndarray | None = None
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        Z: np.ndarray | None = None,
+        target: np.ndarray | None = None,
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """Mean loss and fresh gradients for every key of ``params`` (same shapes and dtypes)."""
+        """Mean loss and fresh gradients for every key of ``params`` (same shapes and dtypes).
+
+        ``target`` (the tasks' target tokens) is accepted and not used: the trainer passes every
+        input of a data set to every hook."""
         X, Z = self._inputs(X, Z)
         y = self._labels(y, X.shape[0])
         u, cache, aux = self._attend(X, Z)
         z, H = self._head_forward(u)
-        if self.n_classes == 1:
-            loss, dz = mlp.logistic_loss(z, y)
-        else:
-            loss, dz = mlp.cross_entropy(z, y)
+        loss, dz = self._loss(z, y)
         if self.head == "linear":
             grads = {"v": contract("n d, n k -> d k", u, dz)}
             du = contract("n k, d k -> n d", dz, self.params["v"])
@@ -245,6 +283,12 @@ class ContextWindowModel:
         grads.update(query_backward(self.attention, self.params, dQ, X, Z, aux))
         ordered = {k: grads[k] for k in self.params}
         return loss, ordered
+
+    def _loss(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Mean loss and ``dJ/dz``: logistic for one logit, cross-entropy for k >= 2."""
+        if self.n_classes == 1:
+            return mlp.logistic_loss(z, y)
+        return mlp.cross_entropy(z, y)
 
     def _pool_backward(self, du: np.ndarray, cache: AttentionCache) -> np.ndarray:
         n, d = du.shape

@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from attnlab.model import weight_on_target
 from mlp.train.trainer import History
 
 if TYPE_CHECKING:
@@ -37,26 +38,6 @@ TARGET_NAMES = {
     "max-margin": "optimal token",
     "prompt-norm": "optimal token",
 }
-
-
-def weight_on_target(S: np.ndarray, target: np.ndarray, pool: str = "mean") -> np.ndarray:
-    """Weight on the target token of each prompt: ``S (..., p, c, j)``, ``target (p,)`` ->
-    ``(..., p)``. Averaged over the query columns ``j`` for ``pool='mean'``; the last column
-    (the one the head reads) for ``pool='last'``."""
-    S = np.asarray(S)
-    target = np.asarray(target)
-    if S.ndim < 3 or target.shape != (S.shape[-3],) or target.dtype.kind not in "iu":
-        raise ValueError(
-            f"target: expected integer token indices of shape (p,) for S of shape "
-            f"(..., p, c, j), received target {target.shape} {target.dtype} and S {S.shape}"
-        )
-    if pool not in ("mean", "last"):
-        raise ValueError(f"pool: expected 'mean' or 'last', received {pool!r}")
-    if target.size and (target.min() < 0 or target.max() >= S.shape[-2]):
-        raise ValueError(f"target: expected indices in 0..{S.shape[-2] - 1}, received {target}")
-    idx = target.reshape((1,) * (S.ndim - 3) + (-1, 1, 1))
-    w = np.take_along_axis(S, idx, axis=-2)[..., 0, :]  # (..., p, j)
-    return w.mean(axis=-1) if pool == "mean" else w[..., -1]
 
 
 def _label(y: float, class_names: Sequence[str] | None) -> str:
@@ -285,15 +266,15 @@ def plot_target_weight(
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    """Reload a run folder (see :func:`attnlab.runs.load_run`) and draw its attention maps at
+    """Reload a run folder (see :func:`attnlab.experiment.load`) and draw its attention maps at
     the end of training (``attention_map.png``) and the weight on the target token over
     training (``attention_over_training.png``) into ``out`` (default: the run folder).
 
     Predictions in the panel titles come from the reloaded model on the snapshot prompts.
     """
-    from attnlab.runs import load_run  # runs does not import plots: no cycle
+    from attnlab.experiment import load  # imported here: experiment imports this module
 
-    saved = load_run(run_dir)
+    saved = load(run_dir)
     out = Path(run_dir) if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg, snap, model = saved.config, saved.snapshots, saved.model

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mlp.data import load_iris_split
-from mlp.train.trainer import Dataset
+from mlp.train.data import Dataset
 from mlp.validation import positive
 
 TASKS = ("iris-in-context", "max-margin", "prompt-norm")

@@ -30,16 +30,23 @@ from mlp.numerics import (
     softmax_backward,
     softmax_with_argmax,
 )
-from mlp.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mlp.train.optim import (
+from mlp.train import (
     SGD,
     Adam,
+    CheckpointError,
+    Dataset,
+    History,
     NormalizedGD,
+    Stream,
+    Trainer,
+    TrainingDiverged,
+    TrainingInterrupted,
     ZeroGradientError,
+    load_checkpoint,
     make_optimizer,
     make_schedule,
+    save_checkpoint,
 )
-from mlp.train.trainer import Dataset, History, Trainer, TrainingDiverged, TrainingInterrupted
 
 __all__ = [
     "CLASS_NAMES",
@@ -51,6 +58,7 @@ __all__ = [
     "History",
     "IrisSplit",
     "NormalizedGD",
+    "Stream",
     "Trainer",
     "TrainingDiverged",
     "TrainingInterrupted",

@@ -218,7 +218,8 @@ def loss_and_grads_nonvectorized(
 
 
 class MLP:
-    """The network as a model object for the trainer: ``params`` and ``loss_and_grads(X, y)``.
+    """The network as a model for the trainer: ``params``, ``loss_and_grads(X, y)`` and the
+    evaluation hook ``metrics(X, y)``.
 
     ``MLP(input_dim, hidden_dim, output_dim, seed=0, scale=None)``; ``params`` is ``theta``.
     """
@@ -260,3 +261,13 @@ class MLP:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted classes ``(n,)``."""
         return predict(X, self.params)
+
+    def metrics(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """The trainer's evaluation hook: mean cross-entropy ``loss`` and ``accuracy``."""
+        X = _inputs(X, self.params)
+        y = class_labels("y", y, X.shape[0], self.n_classes)
+        Z = hidden_and_logits(X, self.params)[1]
+        return {
+            "loss": cross_entropy(Z, y)[0],
+            "accuracy": float(np.mean(np.argmax(Z, axis=1) == y)),
+        }

@@ -8,6 +8,7 @@ traceback or a silent NaN.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -139,12 +140,13 @@ def check_seed(seed: object, name: str = "seed") -> int:
     return int(seed)
 
 
-def positive(name: str, value: float, *, integer: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number > 0 (an int if ``integer``)."""
+def positive(name: str, value: float, *, integer: bool = False) -> Any:
+    """``value`` if it is a finite number > 0 (an int if ``integer``: then returned as ``int``);
+    else ``ValueError`` naming ``name``."""
     if integer:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"{name}: expected a positive integer, received {value!r}")
-        return
+        return int(value)
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float, np.integer, np.floating))
@@ -152,6 +154,7 @@ def positive(name: str, value: float, *, integer: bool = False) -> None:
         or value <= 0
     ):
         raise ValueError(f"{name}: expected a positive finite number, received {value!r}")
+    return value
 
 
 def choice(name: str, value: object, valid: Sequence[str]) -> str:

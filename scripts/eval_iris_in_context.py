@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from attnlab.runs import make_run
-from mlp.train.folders import ScriptParser
+from attnlab.experiment import prepare
+from mlp.train.cli import ScriptParser
 from mlp.train.trainer import TrainingDiverged
 
 TARGETS = {4: (0.93, 0.9), 2: (0.72, None)}
@@ -58,14 +58,15 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
                 try:
-                    run = make_run(
-                        attention=attention, features=features, seed=seed, progress=False
+                    experiment = prepare(
+                        {"attention": attention, "features": features, "seed": seed},
+                        progress=False,
                     )
-                    run.trainer.run()
+                    experiment.trainer.run()
                 except TrainingDiverged as err:
                     print(f"{attention} {features} seed {seed}: {err}", file=sys.stderr)
                     return 1
-                m = run.metrics()
+                m = experiment.metrics()
                 sec.append(time.perf_counter() - t0)
                 acc.append(m["test_accuracy"])
                 att.append(m["attention_on_target"])

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from attnlab.plots import plot_run
-from mlp.train.folders import ScriptParser
+from mlp.train.cli import ScriptParser, run_script
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -31,10 +31,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
 
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
-    try:
-        paths = plot_run(args.run_dir, args.out)
-    except (ValueError, TypeError) as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    paths = run_script(parser, lambda: plot_run(args.run_dir, getattr(args, "out", None)))
     for path in paths.values():
         print(f"wrote {path}")
     return 0

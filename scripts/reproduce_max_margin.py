@@ -34,7 +34,7 @@ from attnlab.max_margin import (
     run_prompt_norm,
 )
 from attnlab.plots import plot_max_margin, plot_max_margin_kq
-from mlp.train.folders import ScriptParser
+from mlp.train.cli import ScriptParser
 
 LR_NGD, LR_GD = 0.1, 1.0
 #: The published values (the papers' figures) and the targets of issue 5.

@@ -115,7 +115,7 @@ def test_steps_is_the_total_a_short_run_continues_to_it(
     ("args", "named"),
     [
         (["--lr", "1"], "only --steps may be given, received --lr"),
-        (["--attention", "kq", "--seed", "2"], "received --seed --attention"),
+        (["--attention", "kq", "--seed", "2"], "received --attention --seed"),
         (["--steps", "10"], "steps: expected at least the checkpoint's step"),
     ],
 )

@@ -16,8 +16,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from attnlab.plots import plot_attention_maps, plot_target_weight, weight_on_target
-from attnlab.runs import load_run, make_run, resolve_options
+from attnlab.experiment import load, prepare, resolve
+from attnlab.model import weight_on_target
+from attnlab.plots import plot_attention_maps, plot_target_weight
 from attnlab.tasks import make_task
 from mlp.train.checkpoint import load_checkpoint
 from mlp.train.folders import RunFolderError
@@ -149,7 +150,7 @@ def test_history_snapshots_and_checkpoint(demo: tuple) -> None:
 
 def test_reloaded_run_predicts_like_the_trained_model(demo: tuple) -> None:
     out, _ = demo
-    saved = load_run(out)
+    saved = load(out)
     S_last = saved.snapshots["S"][-1]
     np.testing.assert_allclose(saved.model.attention_weights(saved.snapshots["X"]), S_last)
 
@@ -290,23 +291,23 @@ def test_plot_functions_refuse_bad_shapes(tmp_path: Path) -> None:
 
 
 def test_options_are_resolved_per_task() -> None:
-    opts = resolve_options()
+    opts = resolve({})
     assert opts["task"] == "iris-in-context" and opts["features"] == 4 and opts["context"] == 16
     assert opts["checkpoint_every"] == opts["eval_every"] == max(1, opts["steps"] // 30)
-    mm = resolve_options(task="max-margin")
+    mm = resolve({"task": "max-margin"})
     assert (mm["attention"], mm["optimizer"], mm["lr"], mm["steps"]) == ("cross", "ngd", 0.1, 2000)
     with pytest.raises(ValueError, match="options: unknown"):
-        resolve_options(learning_rate=0.1)
+        resolve({"learning_rate": 0.1})
     with pytest.raises(ValueError, match="seed: expected a non-negative integer"):
-        resolve_options(seed=-1)
+        resolve({"seed": -1})
 
 
 def test_load_run_refuses_params_of_another_model(demo: tuple, tmp_path: Path) -> None:
     out, _ = demo
-    run = make_run(attention="prompt", steps=1, progress=False)
+    run = prepare({"attention": "prompt", "steps": 1}, progress=False)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text((out / "config.json").read_text())
     np.savez(bad / "params.npz", **run.model.params)
-    with pytest.raises(RunFolderError, match=r"params\.npz has parameters"):
-        load_run(bad)
+    with pytest.raises(RunFolderError, match=r"params\.npz: parameter keys"):
+        load(bad)

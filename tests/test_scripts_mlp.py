@@ -97,10 +97,10 @@ def test_pngs_are_valid(run_dir: tuple, name: str) -> None:
 BAD_OPTIONS = [
     (["--lr", "-1"], "lr: expected a positive finite number"),
     (["--batch-size", "0"], "batch_size: expected a positive integer"),
-    (["--batch-size", "1000"], "batch_size: expected at most the number of training samples"),
+    (["--batch-size", "1000"], "batch_size: expected at most the 120 training samples"),
     (["--features", "3"], "argument --features: invalid choice"),
     (["--epochs", "0"], "epochs: expected a positive integer"),
-    (["--hidden", "0"], "hidden_dim: expected a positive integer"),
+    (["--hidden", "0"], "hidden: expected a positive integer"),
     (["--lr", "abc"], "argument --lr: invalid float value"),
 ]
 

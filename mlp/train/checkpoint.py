@@ -23,6 +23,27 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, garbled or does not fit the model."""
 
 
+def match_params(
+    saved: dict[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+    source: str,
+    error: type[ValueError],
+) -> None:
+    """Raise ``error`` (naming ``source``) unless ``saved`` has exactly the keys of ``expected``
+    and each array its shape and dtype."""
+    if set(saved) != set(expected):
+        raise error(
+            f"{source}: parameter keys {sorted(saved)} do not match the model's {sorted(expected)}"
+        )
+    for k, ref in expected.items():
+        got = saved[k]
+        if got.shape != ref.shape or got.dtype != ref.dtype:
+            raise error(
+                f"{source}: parameter {k!r} has shape {got.shape} {got.dtype}, the model expects "
+                f"{ref.shape} {ref.dtype}"
+            )
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     params: dict[str, np.ndarray],
@@ -109,18 +130,7 @@ def load_checkpoint(
     opt = {k[4:]: v for k, v in data.items() if k.startswith("opt/")}
     arrays = {k[6:]: v for k, v in data.items() if k.startswith("extra/")}
     if expected_params is not None:
-        if set(params) != set(expected_params):
-            raise CheckpointError(
-                f"checkpoint {path}: parameter keys {sorted(params)} do not match the model's "
-                f"{sorted(expected_params)}"
-            )
-        for k, ref in expected_params.items():
-            got = params[k]
-            if got.shape != ref.shape or got.dtype != ref.dtype:
-                raise CheckpointError(
-                    f"checkpoint {path}: parameter {k!r} has shape {got.shape} {got.dtype}, "
-                    f"the model expects {ref.shape} {ref.dtype}"
-                )
+        match_params(params, expected_params, f"checkpoint {path}", CheckpointError)
     for k, v in params.items():
         if not np.isfinite(v).all():
             raise CheckpointError(f"checkpoint {path}: parameter {k!r} holds NaN or inf")

@@ -16,7 +16,6 @@ numpy scalars and arrays converted to plain numbers and lists. A missing or unre
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -27,13 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-
-class ScriptParser(argparse.ArgumentParser):
-    """The scripts' argument parser: a bad option is one line on stderr and exit status 2,
-    without argparse's usage block."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+from mlp.train.checkpoint import match_params
 
 
 class RunFolderError(ValueError):
@@ -132,6 +125,19 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
         ) from err
 
 
+def read_options(run_dir: str | Path, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a run folder was made with: the keys of ``defaults`` in its ``config.json``
+    (every one must be there), for resuming it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"resume: no run folder at {run_dir}")
+    config = read_json(run_dir / "config.json")
+    missing = sorted(set(defaults) - set(config))
+    if missing:
+        raise RunFolderError(f"resume: {run_dir / 'config.json'} lacks the options {missing}")
+    return {k: config[k] for k in defaults}
+
+
 def load_model(
     run_dir: str | Path,
     build: Callable[[dict[str, Any]], HasParams],
@@ -154,17 +160,6 @@ def load_model(
         )
     model = build(config[config_key])
     params = load_arrays(run_dir / "params.npz")
-    if set(params) != set(model.params):
-        raise RunFolderError(
-            f"run folder: {run_dir / 'params.npz'} has parameters {sorted(params)}, the model "
-            f"built from config.json has {sorted(model.params)}"
-        )
-    for k, ref in model.params.items():
-        got = params[k]
-        if got.shape != ref.shape or got.dtype != ref.dtype:
-            raise RunFolderError(
-                f"run folder: parameter {k!r} in params.npz has shape {got.shape} {got.dtype}, "
-                f"the model expects {ref.shape} {ref.dtype}"
-            )
-        model.params[k] = got
+    match_params(params, model.params, f"run folder: {run_dir / 'params.npz'}", RunFolderError)
+    model.params.update(params)
     return model, config

@@ -1,14 +1,21 @@
-"""The one trainer for every model (the MLP and the context-window attention model).
+"""The trainer: mini-batch training of any model that keeps the engine's contract.
 
-It knows a model only through ``model.params`` (a dict of arrays), ``model.loss_and_grads(X, y,
-**inputs)`` and ``model.predict(X, **inputs)``; where the data has a target token it also calls
-``model.attention_on_target(X, target, **inputs)`` and, for snapshots,
-``model.attention_weights(X, **inputs)``. Extra inputs (the queries ``Z`` of cross attention)
-travel in :class:`Dataset`.
+A model is anything with ``params`` (a dict of arrays) and ``loss_and_grads(X, y, **inputs) ->
+(loss, grads)``. It may add two hooks:
 
-Batches are a pure function of ``(seed, step)``: epoch ``e`` visits the samples in the order
-``default_rng([seed, e]).permutation(n)``. With the parameters and optimizer state in a
-checkpoint, a run resumed at step k is bit-identical to an uninterrupted one.
+- ``metrics(X, y, **inputs) -> dict[str, float]``: means over the samples (``"loss"`` among
+  them), recorded as ``train_<key>`` and ``test_<key>`` at each evaluation. Without it the
+  trainer records the loss of ``loss_and_grads``.
+- ``snapshot(X, **inputs) -> ndarray``: an array the model wants kept during training (for
+  example its internal weights on a few fixed samples), recorded at each evaluation.
+
+Data is a :class:`~mlp.train.data.Dataset` (``X``, ``y`` and named extra inputs, passed to the
+model as keyword arguments) or a :class:`~mlp.train.data.Stream` of fresh batches. From a fixed
+data set, batches are a pure function of ``(seed, step)``: epoch ``e`` visits the samples in the
+order ``default_rng([seed, e]).permutation(n)``. Evaluation runs in chunks of at most the
+training batch, so memory grows with the batch and not with the data set. With the parameters
+and optimizer state in a checkpoint, a run resumed at step k is bit-identical to one never
+interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from __future__ import annotations
 import math
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,16 +33,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mlp.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mlp.train.data import Dataset, Stream
 from mlp.train.optim import ZeroGradientError
-from mlp.validation import as_float_array, check_finite, check_nonempty, check_seed, positive
+from mlp.validation import check_finite, check_nonempty, check_seed, positive
 
 
 class Model(Protocol):
     params: dict[str, np.ndarray]
 
     def loss_and_grads(self, X: np.ndarray, y: np.ndarray, **inputs: Any) -> tuple[float, dict]: ...
-
-    def predict(self, X: np.ndarray, **inputs: Any) -> np.ndarray: ...
 
 
 class Optimizer(Protocol):
@@ -46,7 +53,8 @@ class Optimizer(Protocol):
 
 
 class TrainingDiverged(FloatingPointError):
-    """A non-finite loss or gradient: training stopped, the last good checkpoint kept."""
+    """A non-finite loss, gradient, parameter or evaluation: training stopped, the last good
+    checkpoint kept."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -58,64 +66,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 @dataclass
-class Dataset:
-    """Samples for training or evaluation.
-
-    ``X`` (MLP: ``(n, d)``; prompts: ``(n, d, c)``), labels ``y (n,)``, optional queries
-    ``Z (n, d, j)`` for cross attention, optional ``target (n,)``: index of the token the task
-    wants attention on.
-    """
-
-    X: np.ndarray
-    y: np.ndarray
-    Z: np.ndarray | None = None
-    target: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        self.X = as_float_array("Dataset.X", self.X, ndim=(2, 3))
-        self.y = np.asarray(self.y)
-        if self.y.ndim != 1:
-            raise ValueError(f"Dataset.y: expected shape (n,), received {self.y.shape}")
-        if self.y.dtype.kind not in "biuf":
-            raise TypeError(f"Dataset.y: expected numeric labels, received dtype {self.y.dtype}")
-        if self.Z is not None:
-            self.Z = as_float_array("Dataset.Z", self.Z, ndim=3)
-        if self.target is not None:
-            self.target = np.asarray(self.target)
-            c = self.X.shape[-1] if self.X.ndim == 3 else None
-            if (
-                self.target.ndim != 1
-                or self.target.dtype.kind not in "iu"
-                or (self.target.size and (self.target.min() < 0 or self.target.max() >= (c or 0)))
-            ):
-                raise ValueError(
-                    f"Dataset.target: expected integer token indices in 0..c-1 (c={c}) of shape "
-                    f"(n,), received {self.target.dtype} {self.target.shape}"
-                )
-        n = len(self.X)
-        for name in ("y", "Z", "target"):
-            v = getattr(self, name)
-            if v is not None and len(v) != n:
-                raise ValueError(f"Dataset.{name}: expected {n} rows (as X), received {len(v)}")
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    @property
-    def inputs(self) -> dict[str, np.ndarray]:
-        """Keyword inputs besides ``X`` that the model takes (``Z`` for cross attention)."""
-        return {} if self.Z is None else {"Z": self.Z}
-
-    def subset(self, idx: np.ndarray) -> Dataset:
-        def pick(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[idx]
-
-        return Dataset(self.X[idx], self.y[idx], pick(self.Z), pick(self.target))
-
-
-@dataclass
 class History:
-    """Rows recorded at each evaluation, and attention snapshots at the same steps."""
+    """Rows recorded at each evaluation, and the model's snapshots at the same steps."""
 
     rows: list[dict[str, float]] = field(default_factory=list)
     snapshots: list[np.ndarray] = field(default_factory=list)
@@ -146,32 +98,90 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
+def evaluate(model: Model, data: Dataset, chunk: int) -> dict[str, float]:
+    """The model's metrics on ``data`` (its ``metrics`` hook, else the loss), computed on
+    pieces of at most ``chunk`` samples and averaged with the pieces' sizes as weights."""
+    hook = getattr(model, "metrics", None)
+    totals: dict[str, float] = {}
+    for part in data.chunks(chunk):
+        if hook is not None:
+            values = hook(part.X, part.y, **part.inputs)
+        else:
+            values = {"loss": model.loss_and_grads(part.X, part.y, **part.inputs)[0]}
+        for k, v in values.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * len(part)
+    return {k: v / len(data) for k, v in totals.items()}
+
+
+def snapshot(model: Model, data: Dataset, chunk: int) -> np.ndarray:
+    """The model's ``snapshot`` hook on ``data``, computed in pieces of at most ``chunk``."""
+    parts = [model.snapshot(p.X, **p.inputs) for p in data.chunks(chunk)]  # type: ignore[attr-defined]
+    return np.concatenate(parts) if len(parts) > 1 else np.array(parts[0])
+
+
+@contextmanager
+def sigint_flag() -> Iterator[Callable[[], bool]]:
+    """Within the block, Ctrl-C only sets a flag (read by calling the yielded function), so an
+    update is never cut in half; outside the main thread Ctrl-C stays a KeyboardInterrupt."""
+    hit = False
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal hit
+        hit = True
+
+    try:
+        old = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread
+        old = None
+    try:
+        yield lambda: hit
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+def progress_bar(total: int, initial: int, description: str, show: bool | None) -> tqdm:
+    """A tqdm bar on stderr; ``show=None``: only on a terminal."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=description,
+        disable=None if show is None else not show,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
 class Trainer:
     """Mini-batch training with evaluation, history, progress bar, checkpoints and resume.
 
-    ``steps`` is the total number of parameter updates (a resumed run continues to it);
-    ``batch_size`` None or ``len(train)`` is full-batch gradient descent, 1 the single-sample
-    variant. ``lr`` is a number or a schedule ``step -> lr``. Every ``eval_every`` steps (and at
-    the end) one history row is recorded: step, epoch, lr, batch_loss (mean over the batches
-    since the last row), train loss and accuracy on the whole training set, test loss and
-    accuracy, and the attention on the target token where the data has one. ``trainable`` limits
-    the updated parameters (the others stay fixed). ``checkpoint`` (a path) is written atomically
-    every ``checkpoint_every`` steps and at the end. ``on_step(step, params)``, if given, is
-    called after every update (``step`` counts from 1) with the live parameter dict (copy what you
-    keep).
+    ``steps`` is the total number of parameter updates (a resumed run continues to it). From a
+    :class:`Dataset`, ``batch_size`` None or ``len(train)`` is full-batch gradient descent, 1 the
+    single-sample variant; from a :class:`Stream`, the stream decides the batch (``batch_size``
+    stays None). ``lr`` is a number or a schedule ``step -> lr``. Every ``eval_every`` steps (and
+    at the end) one history row is recorded: step, epoch (fixed data only), lr, batch_loss (mean
+    over the batches since the last row), the metrics on the whole training set (fixed data only)
+    and on ``test``. ``eval_batch_size`` (default: the training batch, or 1024 for a stream)
+    bounds the samples evaluated at once. ``snapshot`` (a Dataset) is passed to the model's
+    ``snapshot`` hook at each evaluation. ``trainable`` limits the updated parameters (the others
+    stay fixed). ``checkpoint`` (a path) is written atomically every ``checkpoint_every`` steps and
+    at the end. ``on_step(step, params)``, if given, is called after every update (``step``
+    counts from 1) with the live parameter dict (copy what you keep).
     """
 
     def __init__(
         self,
         model: Model,
         optimizer: Optimizer,
-        train: Dataset,
+        train: Dataset | Stream,
         *,
         steps: int,
         lr: float | Callable[[int], float],
         batch_size: int | None = None,
         test: Dataset | None = None,
         eval_every: int | None = None,
+        eval_batch_size: int | None = None,
         seed: int = 0,
         trainable: list[str] | tuple[str, ...] | None = None,
         snapshot: Dataset | None = None,
@@ -181,7 +191,9 @@ class Trainer:
         description: str = "training",
         on_step: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     ) -> None:
-        if not isinstance(getattr(model, "params", None), dict):
+        if not isinstance(getattr(model, "params", None), dict) or not callable(
+            getattr(model, "loss_and_grads", None)
+        ):
             raise TypeError(
                 f"model: expected an object with a params dict and loss_and_grads, "
                 f"received {type(model).__name__}"
@@ -191,24 +203,46 @@ class Trainer:
                 f"optimizer: expected an object with step, state_dict and load_state_dict, "
                 f"received {type(optimizer).__name__}"
             )
+        if not isinstance(train, (Dataset, Stream)):
+            raise TypeError(
+                f"train: expected a Dataset or a Stream, received {type(train).__name__}"
+            )
         for name, data in (("train", train), ("test", test), ("snapshot", snapshot)):
-            if data is None and name != "train":
+            if isinstance(data, Stream) or (data is None and name != "train"):
                 continue
             if not isinstance(data, Dataset):
                 raise TypeError(f"{name}: expected a Dataset, received {type(data).__name__}")
             check_nonempty(f"{name}.X", data.X)
             check_finite(f"{name}.X", data.X)
+        if snapshot is not None and not callable(getattr(model, "snapshot", None)):
+            raise TypeError(
+                f"snapshot: the model ({type(model).__name__}) has no snapshot(X, **inputs) hook"
+            )
         positive("steps", steps, integer=True)
         check_seed(seed)
-        n = len(train)
-        if batch_size is None:
-            batch_size = n
-        positive("batch_size", batch_size, integer=True)
-        if batch_size > n:
-            raise ValueError(
-                f"batch_size: expected at most the number of training samples ({n}), "
-                f"received {batch_size}"
-            )
+        self.stream = isinstance(train, Stream)
+        if self.stream:
+            if batch_size is not None:
+                raise ValueError(
+                    f"batch_size: a Stream makes its own batches, expected None, "
+                    f"received {batch_size}"
+                )
+            self.batch_size = 0
+            self.steps_per_epoch = 0
+        else:
+            n = len(train)
+            batch_size = n if batch_size is None else batch_size
+            positive("batch_size", batch_size, integer=True)
+            if batch_size > n:
+                raise ValueError(
+                    f"batch_size: expected at most the number of training samples ({n}), "
+                    f"received {batch_size}"
+                )
+            self.batch_size = int(batch_size)
+            self.steps_per_epoch = math.ceil(n / self.batch_size)
+        if eval_batch_size is not None:
+            positive("eval_batch_size", eval_batch_size, integer=True)
+        self.eval_batch_size = int(eval_batch_size or self.batch_size or 1024)
         if callable(lr):
             self.schedule = lr
         else:
@@ -226,25 +260,23 @@ class Trainer:
             raise ValueError(
                 f"trainable: unknown parameter(s) {unknown}; the model has {list(model.params)}"
             )
+        for name, every in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
+            if every is not None:
+                positive(name, every, integer=True)
         self.model, self.optimizer = model, optimizer
         self.train, self.test, self.snapshot = train, test, snapshot
-        self.steps, self.batch_size, self.seed = int(steps), int(batch_size), seed
-        self.steps_per_epoch = math.ceil(n / self.batch_size)
-        if eval_every is not None:
-            positive("eval_every", eval_every, integer=True)
-        self.eval_every = int(eval_every) if eval_every is not None else self.steps_per_epoch
+        self.steps, self.seed = int(steps), seed
+        self.eval_every = int(eval_every or self.steps_per_epoch or max(1, self.steps // 30))
         self.trainable = keys
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every = checkpoint_every
-        if checkpoint_every is not None:
-            positive("checkpoint_every", checkpoint_every, integer=True)
         self.progress = progress
         self.description = description
         self.on_step = on_step
         self.step = 0
         self.history = History()
         self._perm_epoch = -1
-        self._perm = np.arange(n)
+        self._perm = np.arange(0 if self.stream else len(train))
         self._batch_losses: list[float] = []
         self.stop_reason = "completed"
 
@@ -252,7 +284,7 @@ class Trainer:
 
     def batch_indices(self, step: int) -> np.ndarray:
         """The sample indices of update ``step`` (0-based): a function of ``(seed, step)`` only."""
-        n = len(self.train)
+        n = len(self._perm)
         if self.batch_size == n:
             return self._perm  # full batch: every sample, in order
         epoch, b = divmod(step, self.steps_per_epoch)
@@ -261,43 +293,51 @@ class Trainer:
             self._perm_epoch = epoch
         return self._perm[b * self.batch_size : (b + 1) * self.batch_size]
 
+    def batch(self, step: int) -> Dataset:
+        """The data of update ``step`` (0-based)."""
+        if isinstance(self.train, Stream):
+            return self.train.batch(step)
+        if self.batch_size == len(self.train):
+            return self.train  # no copy of the whole data set
+        return self.train.subset(self.batch_indices(step))
+
     # --- evaluation ----------------------------------------------------------------------
 
     def evaluate(self, data: Dataset, prefix: str) -> dict[str, float]:
-        """Loss, accuracy (and attention on the target token) of the model on ``data``."""
-        loss, _ = self.model.loss_and_grads(data.X, data.y, **data.inputs)
-        pred = self.model.predict(data.X, **data.inputs)
-        row = {f"{prefix}_loss": float(loss), f"{prefix}_accuracy": float(np.mean(pred == data.y))}
-        if data.target is not None and hasattr(self.model, "attention_on_target"):
-            row[f"{prefix}_attention_on_target"] = float(
-                self.model.attention_on_target(data.X, data.target, **data.inputs)
-            )
-        return row
+        """The model's metrics on ``data``, keyed ``<prefix>_<metric>``."""
+        return {
+            f"{prefix}_{k}": v for k, v in evaluate(self.model, data, self.eval_batch_size).items()
+        }
 
     def _record(self) -> None:
-        row: dict[str, float] = {
-            "step": self.step,
-            "epoch": self.step / self.steps_per_epoch,
-            "lr": self.schedule(max(self.step - 1, 0)),
-        }
+        row: dict[str, float] = {"step": self.step}
+        if not self.stream:
+            row["epoch"] = self.step / self.steps_per_epoch
+        row["lr"] = self.schedule(max(self.step - 1, 0))
         if self._batch_losses:
             row["batch_loss"] = float(np.mean(self._batch_losses))
         self._batch_losses = []
-        row.update(self.evaluate(self.train, "train"))
+        if isinstance(self.train, Dataset):
+            row.update(self.evaluate(self.train, "train"))
         if self.test is not None:
             row.update(self.evaluate(self.test, "test"))
+        bad = [k for k, v in row.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged by step {self.step}: the evaluation gave non-finite "
+                f"{', '.join(bad)}{self._kept()}"
+            )
         self.history.rows.append(row)
-        if self.snapshot is not None and hasattr(self.model, "attention_weights"):
-            S = self.model.attention_weights(self.snapshot.X, **self.snapshot.inputs)
-            self.history.snapshots.append(np.array(S))
+        if self.snapshot is not None:
+            self.history.snapshots.append(snapshot(self.model, self.snapshot, self.eval_batch_size))
             self.history.snapshot_steps.append(self.step)
 
     # --- checkpoints ---------------------------------------------------------------------
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the full training state atomically (default: the ``checkpoint`` path)."""
-        target = Path(path) if path is not None else self.checkpoint
-        if target is None:
+        file = Path(path) if path is not None else self.checkpoint
+        if file is None:
             raise ValueError("save: no checkpoint path given and none configured")
         meta = {
             "step": self.step,
@@ -312,16 +352,22 @@ class Trainer:
         arrays = {}
         if self.history.snapshots:
             arrays["snapshots"] = np.stack(self.history.snapshots)
-        return save_checkpoint(target, self.model.params, self.optimizer.state_dict(), meta, arrays)
+        return save_checkpoint(file, self.model.params, self.optimizer.state_dict(), meta, arrays)
 
     def resume(self, path: str | Path) -> None:
         """Load parameters, optimizer state, step and history from a checkpoint."""
         params, opt_state, meta, arrays = load_checkpoint(path, self.model.params)
         step, rows = meta.get("step"), meta.get("rows")
-        if not isinstance(step, int) or step < 0 or not isinstance(rows, list):
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, int)
+            or step < 0
+            or not isinstance(rows, list)
+            or not all(isinstance(r, dict) for r in rows)
+        ):
             raise CheckpointError(
                 f"checkpoint {path}: expected meta with an integer 'step' >= 0 and a list "
-                f"'rows', received step={step!r}"
+                f"'rows' of objects, received step={step!r}"
             )
         if step > self.steps:
             raise ValueError(
@@ -353,101 +399,64 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------
 
-    def _check_finite(self, loss: float, grads: dict[str, np.ndarray], lr: float) -> None:
-        bad = None
-        if not np.isfinite(loss):
-            bad = f"the loss is {loss}"
-        else:
-            for k in self.trainable:
-                if not np.isfinite(grads[k]).all():
-                    bad = f"the gradient of parameter {k!r} is not finite"
-                    break
-        if bad is not None:
-            kept = (
-                f"; the last good checkpoint is {self.checkpoint}"
-                if self.checkpoint is not None and self.checkpoint.exists()
-                else ""
-            )
-            raise TrainingDiverged(
-                f"training diverged at step {self.step + 1} with learning rate {lr:g}: {bad}"
-                f"{kept}. Try a smaller --lr."
-            )
+    def _kept(self) -> str:
+        if self.checkpoint is not None and self.checkpoint.exists():
+            return f"; the last good checkpoint is {self.checkpoint}"
+        return ""
 
-    def _check_params(self, lr: float) -> None:
-        """After an update: a parameter that overflowed stops training before it is saved."""
+    def _diverged(self, lr: float, what: str) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"training diverged at step {self.step + 1} with learning rate {lr:g}: {what}"
+            f"{self._kept()}"
+        )
+
+    def _update(self, batch: Dataset, lr: float) -> float | None:
+        """One update on ``batch``; its loss, or None when the optimizer meets a stationary
+        point (then ``stop_reason`` says why)."""
+        loss, grads = self.model.loss_and_grads(batch.X, batch.y, **batch.inputs)
+        if not np.isfinite(loss):
+            raise self._diverged(lr, f"the loss is {loss}")
+        for k in self.trainable:
+            if not np.isfinite(grads[k]).all():
+                raise self._diverged(lr, f"the gradient of parameter {k!r} is not finite")
+        try:
+            self.optimizer.step(self.model.params, {k: grads[k] for k in self.trainable}, lr)
+        except ZeroGradientError as err:
+            self.stop_reason = f"stopped at step {self.step + 1}: {err}"
+            return None
         for k in self.trainable:
             if not np.isfinite(self.model.params[k]).all():
-                raise TrainingDiverged(
-                    f"training diverged at step {self.step + 1} with learning rate {lr:g}: "
-                    f"the update made parameter {k!r} non-finite"
-                    + (
-                        f"; the last good checkpoint is {self.checkpoint}"
-                        if self.checkpoint is not None and self.checkpoint.exists()
-                        else ""
-                    )
-                )
+                raise self._diverged(lr, f"the update made parameter {k!r} non-finite")
+        return float(loss)
 
     def run(self) -> History:
         """Train from the current step to ``steps``; returns the history."""
-        interrupted = False
-
-        def on_sigint(signum: int, frame: object) -> None:
-            nonlocal interrupted
-            interrupted = True
-
+        bar = progress_bar(self.steps, self.step, self.description, self.progress)
         try:
-            old_handler = signal.signal(signal.SIGINT, on_sigint)
-        except ValueError:  # not the main thread: Ctrl-C arrives as KeyboardInterrupt instead
-            old_handler = None
-        bar = tqdm(
-            total=self.steps,
-            initial=self.step,
-            desc=self.description,
-            disable=None if self.progress is None else not self.progress,  # None: only on a tty
-            file=sys.stderr,
-            dynamic_ncols=True,
-            leave=False,
-        )
-        try:
-            if self.step == 0 and not self.history.rows:
-                self._record()
-            while self.step < self.steps:
-                full = self.batch_size == len(self.train)  # no copy of the whole data set
-                batch = self.train if full else self.train.subset(self.batch_indices(self.step))
-                lr = self.schedule(self.step)
-                loss, grads = self.model.loss_and_grads(batch.X, batch.y, **batch.inputs)
-                self._check_finite(loss, grads, lr)
-                try:
-                    self.optimizer.step(
-                        self.model.params, {k: grads[k] for k in self.trainable}, lr
-                    )
-                except ZeroGradientError as err:
-                    self.stop_reason = f"stopped at step {self.step + 1}: {err}"
-                    break
-                self._check_params(lr)
-                self.step += 1
-                if self.on_step is not None:
-                    self.on_step(self.step, self.model.params)
-                self._batch_losses.append(float(loss))
-                bar.update(1)
-                if self.step % self.eval_every == 0 or self.step == self.steps:
+            with sigint_flag() as interrupted:
+                if self.step == 0 and not self.history.rows:
                     self._record()
-                    last = self.history.last
-                    bar.set_postfix(
-                        loss=f"{last['train_loss']:.4f}", acc=f"{last['train_accuracy']:.3f}"
-                    )
-                if (
-                    self.checkpoint is not None
-                    and self.checkpoint_every
-                    and self.step % self.checkpoint_every == 0
-                ):
-                    self.save()
-                if interrupted:
-                    raise KeyboardInterrupt
-            if self.history.rows and self.history.last.get("step") != self.step:
-                self._record()
-            if self.checkpoint is not None:
-                self.save()
+                while self.step < self.steps:
+                    loss = self._update(self.batch(self.step), self.schedule(self.step))
+                    if loss is None:
+                        break
+                    self.step += 1
+                    if self.on_step is not None:
+                        self.on_step(self.step, self.model.params)
+                    self._batch_losses.append(loss)
+                    bar.update(1)
+                    if self.step % self.eval_every == 0 or self.step == self.steps:
+                        self._record()
+                        bar.set_postfix(
+                            {k: f"{v:.4g}" for k, v in self.history.last.items() if "loss" in k}
+                        )
+                    if self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                        self._save_if_configured()
+                    if interrupted():
+                        raise KeyboardInterrupt
+                if self.history.rows and self.history.last.get("step") != self.step:
+                    self._record()
+                self._save_if_configured()
         except KeyboardInterrupt:
             where = self.save() if self.checkpoint is not None else None
             msg = f"interrupted at step {self.step}"
@@ -455,6 +464,8 @@ class Trainer:
             raise TrainingInterrupted(msg, where) from None
         finally:
             bar.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
         return self.history
+
+    def _save_if_configured(self) -> None:
+        if self.checkpoint is not None:
+            self.save()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-from attnlab.runs import make_run
+from attnlab.experiment import prepare
 from attnlab.tasks import iris_in_context, make_task, max_margin, prompt_norm
 from mlp.data import load_iris_split
 
@@ -38,7 +38,7 @@ def test_shapes(name: str, options: dict, x_train: tuple, x_test: tuple, z: tupl
     assert task.train.target.shape == (x_train[0],)
     assert task.d == x_train[1]
     if z is None:
-        assert task.train.Z is None
+        assert "Z" not in task.train.inputs
     else:
         assert task.train.Z.shape == z
 
@@ -143,7 +143,10 @@ def test_same_seed_same_prompts_other_seed_other_prompts() -> None:
 
 def test_short_training_run_learns_the_marked_flower() -> None:
     """Self attention, 8 tokens, 300 SGD steps (about 0.2 s): from chance to well above it."""
-    run = make_run(attention="self", context=8, steps=300, eval_every=100, seed=0, progress=False)
+    run = prepare(
+        {"attention": "self", "context": 8, "steps": 300, "eval_every": 100, "seed": 0},
+        progress=False,
+    )
     history = run.trainer.run()
     first, last = history.rows[0], history.rows[-1]
     assert first["step"] == 0 and last["step"] == 300

@@ -102,7 +102,7 @@ def test_load_model_names_what_does_not_fit(tmp_path: Path) -> None:
     model = MLP(4, 5, 3, seed=1)
     write_json(tmp_path / "config.json", {"model": model.config})
     save_arrays(tmp_path / "params.npz", MLP(4, 6, 3).params)
-    with pytest.raises(RunFolderError, match=r"parameter 'W1' in params\.npz has shape \(4, 6\)"):
+    with pytest.raises(RunFolderError, match=r"params\.npz: parameter 'W1' has shape \(4, 6\)"):
         load_model(tmp_path, lambda cfg: MLP(**cfg))
     write_json(tmp_path / "config.json", {"lr": 0.1})
     with pytest.raises(RunFolderError, match="has no 'model' object"):

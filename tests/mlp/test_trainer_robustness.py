@@ -68,13 +68,29 @@ def test_a_non_finite_loss_names_the_loss_and_the_step(tmp_path: Path) -> None:
     model.params["W1"] *= 1e200
     model.params["W2"] *= 1e200
     trainer = mlp.Trainer(model, mlp.SGD(), _iris(), steps=5, lr=0.5, progress=False)
+    trainer.history.rows.append({"step": 0})  # as if evaluated: the first update meets the NaN
     with np.errstate(all="ignore"), pytest.raises(mlp.TrainingDiverged) as info:
         trainer.run()
     assert re.fullmatch(
-        r"training diverged at step 1 with learning rate 0\.5: the loss is (nan|inf)\. .*",
+        r"training diverged at step 1 with learning rate 0\.5: the loss is (nan|inf)",
         str(info.value),
     ), str(info.value)
     assert trainer.step == 0
+
+
+def test_a_non_finite_evaluation_is_a_divergence() -> None:
+    """The evaluation before the first update already meets the overflowing logits."""
+    model = mlp.MLP(4, 8, 3, seed=0)
+    model.params["W1"] *= 1e200
+    model.params["W2"] *= 1e200
+    trainer = mlp.Trainer(model, mlp.SGD(), _iris(), steps=5, lr=0.5, progress=False)
+    with np.errstate(all="ignore"), pytest.raises(mlp.TrainingDiverged) as info:
+        trainer.run()
+    assert re.fullmatch(
+        r"training diverged by step 0: the evaluation gave non-finite train_loss.*",
+        str(info.value),
+    ), str(info.value)
+    assert trainer.history.rows == []
 
 
 # --- exact resume ----------------------------------------------------------------------------

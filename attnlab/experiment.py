@@ -1,15 +1,19 @@
-"""One training run of the context-window model on a prompt task, and reading a run back.
+"""The attention experiment: one configured training of the context-window model on a prompt
+task, from a plain config dict to a run folder and its metrics.
 
-:func:`make_run` turns options (those of ``scripts/train_attention.py``; ``None`` means the
-default of :func:`default_options`) into a task, a :class:`ContextWindowModel` and the one
-:class:`mlp.train.trainer.Trainer`, with a few fixed test prompts as attention snapshots.
-:func:`save_run` writes the run folder, :func:`load_run` rebuilds the model and its snapshots
-from one. The generic file helpers are :mod:`mlp.train.folders`.
+:func:`run_experiment` is what the training script, the sweeps and the notebook call. A config
+holds the options of :data:`DEFAULTS` (``None``: the task's default, see :func:`resolve`).
+:func:`prepare` builds the task, the :class:`ContextWindowModel` and the one
+:class:`mlp.train.Trainer`, with a few fixed test prompts as snapshots;
+:meth:`Experiment.save` writes the run folder; :func:`resume_experiment` continues one from its
+checkpoint; :func:`load` rebuilds the trained model and its snapshots from a run folder. The
+file helpers are :mod:`mlp.train.folders`.
 """
 
 from __future__ import annotations
 
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,20 +25,15 @@ from attnlab.model import HEADS, POOLS, ContextWindowModel
 from attnlab.queries import ATTENTIONS
 from attnlab.tasks import TASKS, Task, make_task
 from mlp.data import CLASS_NAMES
-from mlp.train.folders import (
-    RunFolderError,
-    load_arrays,
-    load_model,
-    read_json,
-    save_arrays,
-    write_json,
-)
+from mlp.train.data import Dataset
+from mlp.train.folders import load_arrays, load_model, read_options, save_arrays, write_json
 from mlp.train.optim import OPTIMIZERS, make_optimizer
-from mlp.train.trainer import Dataset, History, Trainer
+from mlp.train.trainer import History, Trainer
 from mlp.validation import check_seed, choice, positive
 
-#: Options that every task shares, with their defaults (``None``: decided per task below).
-COMMON = {
+#: Every option of an experiment, with its default (``None``: decided per task by
+#: :func:`resolve`).
+DEFAULTS = {
     "task": "iris-in-context",
     "attention": None,
     "pool": None,
@@ -52,7 +51,7 @@ COMMON = {
 }
 
 #: Defaults of the demo task, one set for prompt, self and kq attention, chosen with
-#: ``scripts/eval_iris_in_context.py`` (mean over seeds 0-4: with 4 features test accuracy
+#: a sweep over seeds (mean over seeds 0-4: with 4 features test accuracy
 #: >= 0.93 and attention on the marked flower >= 0.9, with 2 features accuracy >= 0.72).
 #: ``steps`` depends on the features: see :data:`IRIS_STEPS`.
 IRIS_DEFAULTS = {
@@ -96,6 +95,10 @@ REPRO_DEFAULTS = {
 }
 
 
+#: The options a resumed experiment may change; every other one is the run folder's own.
+CHANGEABLE_ON_RESUME = ("steps",)
+
+
 def default_options(task: str = "iris-in-context", features: int | None = None) -> dict[str, Any]:
     """Every option's default for ``task`` (and, for iris-in-context, ``features``).
 
@@ -103,7 +106,7 @@ def default_options(task: str = "iris-in-context", features: int | None = None) 
     ``checkpoint_every`` None is at every evaluation.
     """
     choice("task", task, TASKS)
-    opts = dict(COMMON, task=task)
+    opts = dict(DEFAULTS, task=task)
     if task == "iris-in-context":
         opts.update(IRIS_DEFAULTS)
         if features is not None:
@@ -114,20 +117,21 @@ def default_options(task: str = "iris-in-context", features: int | None = None) 
     return opts
 
 
-def resolve_options(**given: Any) -> dict[str, Any]:
-    """``given`` options (``None``: the default) completed by :func:`default_options` and
-    checked: a bad value raises ``ValueError`` naming the option."""
-    unknown = sorted(set(given) - set(COMMON))
+def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of ``config`` (``None`` or absent: the default) completed by
+    :func:`default_options` and checked: an unknown key or a bad value raises ``ValueError``
+    naming the option."""
+    unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"options: unknown {unknown}; expected some of {sorted(COMMON)}")
-    task = given.get("task") or COMMON["task"]
-    opts = default_options(task, given.get("features"))
-    if task != "iris-in-context" and given.get("features") is not None:
+        raise ValueError(f"options: unknown {unknown}; expected some of {sorted(DEFAULTS)}")
+    task = config.get("task") or DEFAULTS["task"]
+    opts = default_options(task, config.get("features"))
+    if task != "iris-in-context" and config.get("features") is not None:
         raise ValueError(
             f"features: only the iris-in-context task has a choice of features, the task is "
-            f"{task!r} (received --features {given['features']})"
+            f"{task!r} (received features={config['features']})"
         )
-    opts.update({k: v for k, v in given.items() if v is not None})
+    opts.update({k: v for k, v in config.items() if v is not None})
     choice("attention", opts["attention"], ATTENTIONS)
     choice("pool", opts["pool"], POOLS)
     choice("head", opts["head"], HEADS)
@@ -149,9 +153,9 @@ def resolve_options(**given: Any) -> dict[str, Any]:
 
 
 @dataclass
-class Run:
-    """A prepared run: resolved ``options``, the ``task``, the ``model``, the ``trainer`` and the
-    ``snapshot`` prompts (``index``: their rows in ``task.test``)."""
+class Experiment:
+    """A prepared experiment: resolved ``options``, the ``task``, the ``model``, the ``trainer``
+    and the ``snapshot`` prompts (``index``: their rows in ``task.test``)."""
 
     options: dict[str, Any]
     task: Task
@@ -169,18 +173,71 @@ class Run:
         """Final numbers: test/train accuracy, attention on the target token (test prompts),
         final training loss, test loss, steps done and why training stopped."""
         last = self.trainer.history.last
-        test = self.task.test
         return {
             "test_accuracy": last["test_accuracy"],
-            "attention_on_target": self.model.attention_on_target(
-                test.X, test.target, **test.inputs
-            ),
+            "attention_on_target": last["test_attention_on_target"],
             "train_accuracy": last["train_accuracy"],
             "train_attention_on_target": last.get("train_attention_on_target"),
             "final_loss": last["train_loss"],
             "test_loss": last["test_loss"],
             "steps": self.trainer.step,
             "stop_reason": self.trainer.stop_reason,
+        }
+
+    def config(self) -> dict[str, Any]:
+        """What ``config.json`` holds: the resolved options (under their own names, so
+        :func:`resume_experiment` can rebuild the experiment), the model's constructor
+        arguments, the trainable keys, the data sizes and the library versions."""
+        return {
+            **self.options,
+            "model": self.model.config,
+            "trainable": self.trainer.trainable,
+            "n_train": len(self.task.train),
+            "n_test": len(self.task.test),
+            "d": self.task.d,
+            "class_names": self.class_names,
+            "feature_names": list(self.task.info.get("feature_names", [])),
+            "versions": {
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+                "matplotlib": matplotlib.__version__,
+            },
+        }
+
+    def save(self, run_dir: str | Path) -> dict[str, Path]:
+        """Write ``config.json``, ``metrics.json``, ``history.csv``, ``params.npz`` and
+        ``snapshots.npz`` into ``run_dir``; returns the paths by name.
+
+        ``snapshots.npz`` holds the snapshot prompts ``X (p, d, c)``, ``y (p,)``,
+        ``target (p,)``, ``index (p,)`` (rows of the test set), the evaluation ``steps (t,)``
+        and the attention weights ``S (t, p, c, j)`` at those steps.
+        """
+        out = Path(run_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        history: History = self.trainer.history
+        snap = self.snapshot
+        S = (
+            np.stack(history.snapshots)
+            if history.snapshots
+            else np.zeros((0, len(snap), *snap.X.shape[2:], 1))
+        )
+        return {
+            "config": write_json(out / "config.json", self.config()),
+            "metrics": write_json(out / "metrics.json", self.metrics()),
+            "history": history.to_csv(out / "history.csv"),
+            "params": save_arrays(out / "params.npz", self.model.params),
+            "snapshots": save_arrays(
+                out / "snapshots.npz",
+                {
+                    "X": snap.X,
+                    "y": snap.y,
+                    "target": snap.inputs.get("target", np.zeros(0, np.int64)),
+                    "index": self.index,
+                    "steps": np.asarray(history.snapshot_steps, dtype=np.int64),
+                    "S": S,
+                    **({"Z": snap.inputs["Z"]} if "Z" in snap.inputs else {}),
+                },
+            ),
         }
 
 
@@ -194,15 +251,17 @@ def _snapshot_index(task: Task, count: int) -> np.ndarray:
     return np.array(sorted(picked[:count]), dtype=np.int64)
 
 
-def make_run(
-    checkpoint: str | Path | None = None, progress: bool | None = None, **given: Any
-) -> Run:
-    """Build the task, model and trainer of one run from options (see :func:`resolve_options`).
+def prepare(
+    config: Mapping[str, Any],
+    checkpoint: str | Path | None = None,
+    progress: bool | None = None,
+) -> Experiment:
+    """Build the task, model and trainer of an experiment from ``config`` (see :func:`resolve`).
 
     For ``max-margin`` and ``prompt-norm`` with the ``linear`` head, the head is the task's
     fixed vector ``v`` and only the attention's parameters are trained.
     """
-    opts = resolve_options(**given)
+    opts = resolve(config)
     name, seed = opts["task"], opts["seed"]
     if name == "iris-in-context":
         task = make_task(name, context=opts["context"], features=opts["features"], seed=seed)
@@ -245,98 +304,72 @@ def make_run(
         progress=progress,
         description=f"{name}, {opts['attention']} attention",
     )
-    return Run(opts, task, model, trainer, snapshot, index)
+    return Experiment(opts, task, model, trainer, snapshot, index)
 
 
-def run_config(run: Run) -> dict[str, Any]:
-    """What ``config.json`` holds: the resolved options (under their own names, so
-    :func:`resume_run` can rebuild the run), the model's constructor arguments, the trainable
-    keys, the data sizes and the library versions."""
-    return {
-        **run.options,
-        "model": run.model.config,
-        "trainable": run.trainer.trainable,
-        "n_train": len(run.task.train),
-        "n_test": len(run.task.test),
-        "d": run.task.d,
-        "class_names": run.class_names,
-        "feature_names": list(run.task.info.get("feature_names", [])),
-        "versions": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "matplotlib": matplotlib.__version__,
-        },
-    }
-
-
-def resume_run(run_dir: str | Path, steps: int | None = None, progress: bool | None = None) -> Run:
-    """Rebuild the run of ``run_dir`` with its own options (``config.json``) and load its last
-    checkpoint (``checkpoint.npz``: parameters, optimizer state, step, history, snapshots).
+def resume_experiment(
+    run_dir: str | Path, steps: int | None = None, progress: bool | None = None
+) -> Experiment:
+    """Rebuild the experiment of ``run_dir`` with its own options (``config.json``) and load its
+    last checkpoint (``checkpoint.npz``: parameters, optimizer state, step, history, snapshots).
 
     ``steps`` is the new total number of updates (None: the run's own); training then
     continues from the checkpoint's step, and ends bit-identical to a run never interrupted.
     A missing or unreadable file raises :class:`mlp.train.folders.RunFolderError` or
     :class:`mlp.train.checkpoint.CheckpointError` (both ``ValueError``) naming it.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunFolderError(f"resume: no run folder at {run_dir}")
-    config = read_json(run_dir / "config.json")
-    options = {k: config[k] for k in COMMON if k in config}
-    missing = sorted(set(COMMON) - set(options))
-    if missing:
-        raise RunFolderError(f"resume: {run_dir / 'config.json'} lacks the options {missing}")
+    options = read_options(run_dir, DEFAULTS)
     if steps is not None:
         options["steps"] = steps
-    checkpoint = run_dir / "checkpoint.npz"
-    run = make_run(checkpoint=checkpoint, progress=progress, **options)
-    run.trainer.resume(checkpoint)
-    return run
+    checkpoint = Path(run_dir) / "checkpoint.npz"
+    experiment = prepare(options, checkpoint=checkpoint, progress=progress)
+    experiment.trainer.resume(checkpoint)
+    return experiment
 
 
-def save_run(run: Run, out: str | Path) -> dict[str, Path]:
-    """Write ``config.json``, ``metrics.json``, ``history.csv``, ``params.npz`` and
-    ``snapshots.npz`` into ``out``; returns the paths by name.
+def run_experiment(
+    config: Mapping[str, Any], run_dir: str | Path, *, progress: bool | None = None
+) -> dict[str, Any]:
+    """Train the experiment of ``config`` and write its run folder ``run_dir``: the files of
+    :meth:`Experiment.save`, ``checkpoint.npz`` and the figures ``curves.png``,
+    ``attention_map.png`` and ``attention_over_training.png``. Returns the metrics.
 
-    ``snapshots.npz`` holds the snapshot prompts ``X (p, d, c)``, ``y (p,)``, ``target (p,)``,
-    ``index (p,)`` (rows of the test set), the evaluation ``steps (t,)`` and the attention
-    weights ``S (t, p, c, j)`` at those steps.
+    ``config.json`` is written before training, so a run killed on the way can be resumed
+     (:func:`resume_experiment`, then :func:`finish`).
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    history: History = run.trainer.history
-    config = run_config(run)
-    snap = run.snapshot
-    S = (
-        np.stack(history.snapshots)
-        if history.snapshots
-        else np.zeros((0, len(snap), *snap.X.shape[2:], 1))
+    run_dir = Path(run_dir)
+    experiment = prepare(config, checkpoint=run_dir / "checkpoint.npz", progress=progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", experiment.config())
+    return finish(experiment, run_dir)
+
+
+def finish(experiment: Experiment, run_dir: Path) -> dict[str, Any]:
+    """Train ``experiment`` to its last step, save it into ``run_dir`` and draw its figures."""
+    from attnlab.plots import TARGET_NAMES, plot_attention_curves, plot_run
+
+    # an overflow ends as one TrainingDiverged message (the trainer checks every loss,
+    # gradient and update), not as a stream of numpy RuntimeWarnings before it
+    with np.errstate(over="ignore", invalid="ignore"):
+        experiment.trainer.run()
+    experiment.save(run_dir)
+    opts = experiment.options
+    plot_attention_curves(
+        experiment.trainer.history,
+        run_dir / "curves.png",
+        title=f"{opts['task']}, {opts['attention']} attention, pool {opts['pool']}, "
+        f"{opts['head']} head, {opts['optimizer']} lr {opts['lr']:g}, seed {opts['seed']}",
+        context=opts["context"],
+        target_name=TARGET_NAMES[opts["task"]],
     )
-    paths = {
-        "config": write_json(out / "config.json", config),
-        "metrics": write_json(out / "metrics.json", run.metrics()),
-        "history": history.to_csv(out / "history.csv"),
-        "params": save_arrays(out / "params.npz", run.model.params),
-        "snapshots": save_arrays(
-            out / "snapshots.npz",
-            {
-                "X": snap.X,
-                "y": snap.y,
-                "target": snap.target if snap.target is not None else np.zeros(0, np.int64),
-                "index": run.index,
-                "steps": np.asarray(history.snapshot_steps, dtype=np.int64),
-                "S": S,
-                **({"Z": snap.Z} if snap.Z is not None else {}),
-            },
-        ),
-    }
-    return paths
+    plot_run(run_dir, run_dir)
+    return {**experiment.metrics(), "task": opts["task"]}
 
 
 @dataclass
 class SavedRun:
-    """A run read back from its folder: the ``model`` with its trained parameters, the
-    ``config`` dict and the ``snapshots`` arrays (see :func:`save_run`)."""
+    """A run folder read back: the ``model`` with its trained parameters, the ``config`` dict
+    and the ``snapshots`` arrays (see :meth:`Experiment.save`)."""
 
     model: ContextWindowModel
     config: dict[str, Any]
@@ -348,7 +381,7 @@ class SavedRun:
         return {"Z": self.snapshots["Z"]} if "Z" in self.snapshots else {}
 
 
-def load_run(run_dir: str | Path) -> SavedRun:
+def load(run_dir: str | Path) -> SavedRun:
     """Rebuild the model of a run folder from ``config.json`` + ``params.npz`` and read
     ``snapshots.npz``; a missing or mismatched file raises
     :class:`mlp.train.folders.RunFolderError`."""

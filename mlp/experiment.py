@@ -1,0 +1,234 @@
+"""The MLP experiment: the lecture's iris MLP trained by mini-batch SGD, from a plain config dict
+to a run folder and its metrics.
+
+:func:`run_experiment` is what the training script, the sweeps and the notebook call. A config
+holds the options of :data:`DEFAULTS`. The seed sets the train/test split, the initialization and
+the shuffling. The learning rate is constant or ``lr / (1 + t / decay_steps)`` with
+``decay_steps`` a tenth of the run's updates (a resumed run keeps its own).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import sklearn
+
+from mlp.data import CLASS_NAMES, IrisSplit, load_iris_split
+from mlp.network import MLP
+from mlp.train.data import Dataset
+from mlp.train.folders import read_options, save_arrays, write_json
+from mlp.train.optim import SCHEDULES, SGD, make_schedule
+from mlp.train.trainer import Trainer
+from mlp.validation import check_seed, choice, positive
+
+#: Every option of an experiment, with its default. ``scale`` None is the lecture's N(0, 1)
+#: init; ``decay_steps`` None is a tenth of the run's updates; ``checkpoint_every`` is in epochs.
+DEFAULTS: dict[str, Any] = {
+    "features": 2,
+    "hidden": 10,
+    "lr": 0.1,
+    "schedule": "inverse",
+    "batch_size": 16,
+    "epochs": 200,
+    "seed": 0,
+    "scale": None,
+    "checkpoint_every": 20,
+    "decay_steps": None,
+}
+
+#: The options a resumed experiment may change; every other one is the run folder's own.
+CHANGEABLE_ON_RESUME = ("epochs",)
+
+
+def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` completed by :data:`DEFAULTS` and checked: an unknown key or a bad value
+    raises ``ValueError`` naming the option."""
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"options: unknown {unknown}; expected some of {sorted(DEFAULTS)}")
+    opts = {**DEFAULTS, **config}
+    if opts["features"] not in (2, 4):
+        raise ValueError(f"features: expected 2 or 4, received {opts['features']!r}")
+    for name in ("hidden", "batch_size", "epochs", "checkpoint_every"):
+        positive(name, opts[name], integer=True)
+    positive("lr", opts["lr"])
+    choice("schedule", opts["schedule"], SCHEDULES)
+    check_seed(opts["seed"])
+    for name in ("scale", "decay_steps"):
+        if opts[name] is not None:
+            positive(name, opts[name])
+    return opts
+
+
+@dataclass
+class Experiment:
+    """A prepared experiment: resolved ``options``, the iris ``split``, the ``model`` and the
+    ``trainer``."""
+
+    options: dict[str, Any]
+    split: IrisSplit
+    model: MLP
+    trainer: Trainer
+
+    @property
+    def decay_steps(self) -> float | None:
+        if self.options["schedule"] != "inverse":
+            return None
+        return self.options["decay_steps"] or self.trainer.steps / 10
+
+    def metrics(self) -> dict[str, Any]:
+        """Final train and test accuracy and loss, steps done and why training stopped."""
+        last = self.trainer.history.last
+        return {
+            "train_accuracy": last["train_accuracy"],
+            "test_accuracy": last["test_accuracy"],
+            "final_loss": last["train_loss"],
+            "test_loss": last["test_loss"],
+            "seed": self.options["seed"],
+            "steps": self.trainer.step,
+            "stop_reason": self.trainer.stop_reason,
+        }
+
+    def config(self) -> dict[str, Any]:
+        """What ``config.json`` holds: the options, the derived sizes and the versions."""
+        return {
+            **self.options,
+            "decay_steps": self.decay_steps,
+            "optimizer": "sgd",
+            "steps": self.trainer.steps,
+            "steps_per_epoch": self.trainer.steps_per_epoch,
+            "n_train": len(self.split.y_train),
+            "n_test": len(self.split.y_test),
+            "feature_names": list(self.split.feature_names),
+            "versions": {
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+                "scikit-learn": sklearn.__version__,
+                "matplotlib": matplotlib.__version__,
+            },
+        }
+
+
+def prepare(
+    config: Mapping[str, Any],
+    checkpoint: str | Path | None = None,
+    progress: bool | None = None,
+) -> Experiment:
+    """The split, model and trainer of an experiment (raises ``ValueError`` on bad options)."""
+    opts = resolve(config)
+    seed = opts["seed"]
+    split = load_iris_split(features=opts["features"], seed=seed)
+    model = MLP(opts["features"], opts["hidden"], len(CLASS_NAMES), seed=seed, scale=opts["scale"])
+    train = Dataset(split.X_train, split.y_train)
+    if opts["batch_size"] > len(train):
+        raise ValueError(
+            f"batch_size: expected at most the {len(train)} training samples, "
+            f"received {opts['batch_size']}"
+        )
+    steps_per_epoch = math.ceil(len(train) / opts["batch_size"])
+    steps = opts["epochs"] * steps_per_epoch
+    decay = opts["decay_steps"] or steps / 10
+    trainer = Trainer(
+        model,
+        SGD(),
+        train,
+        steps=steps,
+        lr=make_schedule(opts["schedule"], opts["lr"], decay_steps=decay),
+        batch_size=opts["batch_size"],
+        test=Dataset(split.X_test, split.y_test),
+        eval_every=steps_per_epoch,
+        seed=seed,
+        checkpoint=checkpoint,
+        checkpoint_every=opts["checkpoint_every"] * steps_per_epoch if checkpoint else None,
+        progress=progress,
+        description=f"seed {seed}",
+    )
+    return Experiment(opts, split, model, trainer)
+
+
+def run_experiment(
+    config: Mapping[str, Any], run_dir: str | Path, *, progress: bool | None = None
+) -> dict[str, Any]:
+    """Train the experiment of ``config`` and write its run folder ``run_dir``: ``config.json``
+    (before training, so a killed run can be resumed), ``checkpoint.npz``, ``metrics.json``,
+    ``history.csv`` (a row per epoch), ``params.npz``, ``curves.png`` and
+    ``decision_regions.png``. Returns the metrics."""
+    run_dir = Path(run_dir)
+    experiment = prepare(config, checkpoint=run_dir / "checkpoint.npz", progress=progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", experiment.config())
+    return finish(experiment, run_dir)
+
+
+def resume_experiment(
+    run_dir: str | Path, epochs: int | None = None, progress: bool | None = None
+) -> Experiment:
+    """Rebuild the experiment of ``run_dir`` with its own options (``config.json``; ``epochs``:
+    the new total) and load its last checkpoint; :func:`finish` then trains it to the end,
+    bit-identical to a run never interrupted."""
+    options = read_options(run_dir, DEFAULTS)
+    if epochs is not None:
+        options["epochs"] = epochs
+    checkpoint = Path(run_dir) / "checkpoint.npz"
+    experiment = prepare(options, checkpoint=checkpoint, progress=progress)
+    experiment.trainer.resume(checkpoint)
+    return experiment
+
+
+def finish(experiment: Experiment, run_dir: Path) -> dict[str, Any]:
+    """Train ``experiment`` to its last step, write its run folder and draw its figures."""
+    from mlp.plots import plot_curves, plot_decision_regions
+
+    history = experiment.trainer.run()
+    metrics = experiment.metrics()
+    write_json(run_dir / "config.json", experiment.config())
+    write_json(run_dir / "metrics.json", metrics)
+    history.to_csv(run_dir / "history.csv")
+    save_arrays(run_dir / "params.npz", experiment.model.params)
+    opts, split = experiment.options, experiment.split
+    plot_curves(
+        history,
+        run_dir / "curves.png",
+        title=f"iris MLP, {opts['features']} features, {opts['hidden']} hidden units, "
+        f"seed {opts['seed']}",
+    )
+    plot_decision_regions(
+        experiment.model.params,
+        split.X_train,
+        split.y_train,
+        split.X_test,
+        split.y_test,
+        run_dir / "decision_regions.png",
+        feature_names=split.feature_names,
+    )
+    return metrics
+
+
+def seed_summary(config: Mapping[str, Any], seeds: int) -> dict[str, Any]:
+    """Train ``config`` for seeds ``0..seeds-1`` (no run folders) and summarize the final
+    accuracies: ``per_seed`` rows and the mean and minimum test accuracy."""
+    positive("seeds", seeds, integer=True)
+    per_seed = []
+    for s in range(seeds):
+        last = prepare({**config, "seed": s}).trainer.run().last
+        per_seed.append(
+            {
+                "seed": s,
+                "train_accuracy": last["train_accuracy"],
+                "test_accuracy": last["test_accuracy"],
+            }
+        )
+    test = [r["test_accuracy"] for r in per_seed]
+    return {
+        "per_seed": per_seed,
+        "mean_test_accuracy": float(np.mean(test)),
+        "min_test_accuracy": float(np.min(test)),
+        "mean_train_accuracy": float(np.mean([r["train_accuracy"] for r in per_seed])),
+    }
