@@ -216,11 +216,16 @@ def attend_linear_forward(
     """
     X = check_prompts(X)
     Q = _check_query(X, Q)
-    s = _linear_scale(X, scale)
+    return _linear_forward(X, Q, _linear_scale(X, scale))
+
+
+def _linear_forward(
+    X: np.ndarray, Q: np.ndarray, scale: float
+) -> tuple[np.ndarray, LinearAttentionCache]:
     A = attention_scores(X, Q)
     out = contract("n d c, n c j -> n d j", X, A)
-    out *= s
-    return out, LinearAttentionCache(X, Q, A, s, Q.ndim == 2)
+    out *= scale
+    return out, LinearAttentionCache(X, Q, A, scale, Q.ndim == 2)
 
 
 def attend_linear_backward(
