@@ -332,23 +332,24 @@ def prepare(
     return run
 
 
-def test_loss(
-    predict: Callable[[np.ndarray], np.ndarray],
+def evaluate_predictors(
+    predictors: Mapping[str, Callable[[np.ndarray], np.ndarray]],
     Lambda: np.ndarray,
     M: int,
     seed: int,
     n: int,
     transform: Callable[[Dataset], Dataset] | None = None,
-) -> float:
-    """Mean ``(predict(E) - t)^2 / 2`` over the ``n`` test prompts of ``seed`` with ``M``
-    examples (:func:`attnlab.tasks.regression_test_prompts`, evaluated piece by piece), after
-    ``transform`` if given."""
-    total = 0.0
+) -> dict[str, float]:
+    """Mean ``(predict(E) - t)^2 / 2`` of each ``name: predict`` over the same ``n`` test
+    prompts of ``seed`` with ``M`` examples (:func:`attnlab.tasks.regression_test_prompts`,
+    generated once, piece by piece), after ``transform`` if given."""
+    totals = dict.fromkeys(predictors, 0.0)
     for part in regression_test_prompts(n, M, Lambda, seed):
         part = transform(part) if transform is not None else part
-        r = predict(part.X) - part.y
-        total += float(r @ r) / 2
-    return total / n
+        for name, predict in predictors.items():
+            r = predict(part.X) - part.y
+            totals[name] += float(r @ r) / 2
+    return {name: total / n for name, total in totals.items()}
 
 
 def scale_inputs(c: float) -> Callable[[Dataset], Dataset]:
@@ -383,9 +384,12 @@ def run_experiment(
         "rel_error": rel_error(params, Lam, N),
         "u": float(params["v"][-1, 0]),
         "off_block_norm": off_block_norm(params),
-        "test_loss": test_loss(run.model.predict, Lam, N, o["seed"], o["n_test"]),
-        "closed_form_loss": test_loss(
-            lambda E: linear_predict(E, A), Lam, N, o["seed"], o["n_test"]
+        **evaluate_predictors(
+            {"test_loss": run.model.predict, "closed_form_loss": lambda E: linear_predict(E, A)},
+            Lam,
+            N,
+            o["seed"],
+            o["n_test"],
         ),
         "risk": risk(A, Lam, N),
         "steps": run.trainer.step,
@@ -538,19 +542,17 @@ def reproduce(
     model.params.update(params)
     I, n, s0 = np.eye(base["d"]), base["n_test"], seeds[0]
     A = np.linalg.inv(gamma(I, base["N"]))
-    length = [
-        {"M": M, "measured": test_loss(model.predict, I, M, s0, n), "theory": risk(A, I, M)}
-        for M in LENGTHS
-    ]
+
+    def loss(M: int, transform: Callable[[Dataset], Dataset] | None = None) -> float:
+        return evaluate_predictors({"": model.predict}, I, M, s0, n, transform)[""]
+
+    length = [{"M": M, "measured": loss(M), "theory": risk(A, I, M)} for M in LENGTHS]
     say(
         "length: " + ", ".join(f"M={r['M']} {r['measured'] / r['theory'] - 1:+.4f}" for r in length)
     )
     gd, yhat, ygd = compare_with_gd(params, base["d"], base["N"], s0, n_gd)
     say(f"gd: cosine {gd['cosine']:.6f}, relative L2 {gd['rel_l2']:.5f}")
-    shift = [
-        {"c": c, "loss": test_loss(model.predict, I, base["N"], s0, n, scale_inputs(c))}
-        for c in SHIFTS
-    ]
+    shift = [{"c": c, "loss": loss(base["N"], scale_inputs(c))} for c in SHIFTS]
     results = {"runs": runs, "length": length, "gd": gd, "shift": shift}
     write_json(out / "results.json", results)
     (out / "results.md").write_text(results_markdown(results, base))
@@ -573,7 +575,13 @@ def results_markdown(results: Mapping[str, Any], options: Mapping[str, Any]) -> 
         f"d = {d}, N = {N}, sigma = {options['sigma']}, SGD {options['steps']} steps of "
         f"{options['batch_size']} fresh prompts, lr {options['lr']} divided by "
         f"{1 / options['factor']:g} at {', '.join(f'{m:.0%}' for m in options['milestones'])} "
-        f"of the run; test losses on {options['n_test']} test prompts.",
+        f"of the run"
+        + (
+            f", the parameters the mean of the iterates from {options['average']:.0%} on"
+            if options["average"] is not None
+            else ""
+        )
+        + f"; test losses on {options['n_test']} test prompts.",
         "",
         "Paper: `u W11 -> Gamma^-1` with `Gamma = (1 + 1/N) Lambda + (tr(Lambda)/N) I_d`; "
         "the closed-form predictor `x_q^T Gamma^-1 (1/N) sum_i y_i x_i` has the risk "

@@ -197,7 +197,7 @@ def test_sensitivities_against_finite_differences() -> None:
     for i in range(4):
         xq = E[i, :d, N].copy()
 
-        def at(x: np.ndarray, f) -> float:
+        def at(x: np.ndarray, f, i: int = i) -> float:
             Ei = E[i : i + 1].copy()
             Ei[0, :d, N] = x
             return float(f(Ei)[0])
