@@ -44,15 +44,9 @@ def parser() -> ScriptParser:
     p.add_argument("--N", type=int, default=d["N"], help=f"in-context examples N ({d['N']})")
     p.add_argument("--sigma", type=float, default=d["sigma"], help=f"init scale ({d['sigma']})")
     p.add_argument("--steps", type=int, default=d["steps"], help=f"SGD updates ({d['steps']})")
-    p.add_argument(
-        "--n-test", type=int, default=d["n_test"], help=f"test prompts ({d['n_test']})"
-    )
-    p.add_argument(
-        "--n-gd", type=int, default=10_000, help="prompts of the GD comparison (10000)"
-    )
-    p.add_argument(
-        "--workers", type=int, help="processes for the runs (default: the usable cores)"
-    )
+    p.add_argument("--n-test", type=int, default=d["n_test"], help=f"test prompts ({d['n_test']})")
+    p.add_argument("--n-gd", type=int, default=10_000, help="prompts of the GD comparison (10000)")
+    p.add_argument("--workers", type=int, help="processes for the runs (default: the usable cores)")
     return p
 
 
