@@ -300,14 +300,8 @@ def attend_forward_loop(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.nd
     return out, S_all
 
 
-def attend_backward_loop(
-    dOut: np.ndarray, X: np.ndarray, Q: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-prompt, per-column loop reference of :func:`attend_backward`: ``(dX, dQ)``.
-
-    Each column ``s`` of ``S`` has the softmax Jacobian ``diag(s) - s s^T``; its product with
-    ``ds`` is ``s * (ds - s . ds)``, written with ``ds`` shifted to 0 at the largest weight.
-    """
+def _loop_backward_inputs(dOut: object, X: object, Q: object) -> tuple[np.ndarray, ...]:
+    """The loop references' checked ``X``, ``Q``, ``dOut (n, d, j)`` and zero ``dX``, ``dQ``."""
     X = check_prompts(X)
     Q = _check_query(X, Q)
     dOut = as_float_array("dOut", dOut, ndim=3)
@@ -317,7 +311,18 @@ def attend_backward_loop(
             f"received {dOut.shape}"
         )
     dX = np.zeros_like(X, dtype=np.result_type(X, Q))
-    dQ = np.zeros_like(Q, dtype=dX.dtype)
+    return X, Q, dOut, dX, np.zeros_like(Q, dtype=dX.dtype)
+
+
+def attend_backward_loop(
+    dOut: np.ndarray, X: np.ndarray, Q: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt, per-column loop reference of :func:`attend_backward`: ``(dX, dQ)``.
+
+    Each column ``s`` of ``S`` has the softmax Jacobian ``diag(s) - s s^T``; its product with
+    ``ds`` is ``s * (ds - s . ds)``, written with ``ds`` shifted to 0 at the largest weight.
+    """
+    X, Q, dOut, dX, dQ = _loop_backward_inputs(dOut, X, Q)
     for i in range(X.shape[0]):
         Qi = Q if Q.ndim == 2 else Q[i]
         S = _column_softmax(X[i].T @ Qi)
@@ -365,17 +370,8 @@ def attend_linear_backward_loop(
     For query column ``q`` with upstream ``g``: ``a = X^T q`` and ``da = s X^T g``; token ``t``
     gets ``dx_t = s a_t g + da_t q`` and the query ``dq = X da``.
     """
-    X = check_prompts(X)
-    Q = _check_query(X, Q)
+    X, Q, dOut, dX, dQ = _loop_backward_inputs(dOut, X, Q)
     s = _linear_scale(X, scale)
-    dOut = as_float_array("dOut", dOut, ndim=3)
-    if dOut.shape != (*X.shape[:2], Q.shape[-1]):
-        raise ValueError(
-            f"dOut: expected shape (n={X.shape[0]}, d={X.shape[1]}, j={Q.shape[-1]}), "
-            f"received {dOut.shape}"
-        )
-    dX = np.zeros_like(X, dtype=np.result_type(X, Q))
-    dQ = np.zeros_like(Q, dtype=dX.dtype)
     for i in range(X.shape[0]):
         Qi = Q if Q.ndim == 2 else Q[i]
         for col in range(Qi.shape[1]):
