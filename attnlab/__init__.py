@@ -1,6 +1,6 @@
 """The context-window attention layer ``X softmax(X^T Q)`` and the model built on it.
 
-Names other code relies on (SPEC.md sections 3-4): ``attend_forward``, ``attend_backward``,
+Names other code relies on: ``attend_forward``, ``attend_backward``,
 ``ContextWindowModel``; plus the prompt tasks (``make_task``) and the attention SVM
 (``attention_svm``, ``prompt_svm``); the linear form of the layer ``X (X^T Q) / N``
 (``attend_linear_forward``, ``attend_linear_backward``). Plots (``attnlab.plots``), training runs

@@ -21,12 +21,13 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from attnlab.max_margin import SETTINGS
 from attnlab.model import HEADS, POOLS, ContextWindowModel
 from attnlab.queries import ATTENTIONS
-from attnlab.tasks import TASKS, Task, make_task
+from attnlab.tasks import TASKS, Task, fixed_head, make_task
 from mlp.data import CLASS_NAMES
 from mlp.train.data import Dataset
-from mlp.train.folders import load_arrays, load_model, read_options, save_arrays, write_json
+from mlp.train.folders import load_arrays, load_model, resume_from, save_arrays, write_json
 from mlp.train.optim import OPTIMIZERS, make_optimizer
 from mlp.train.trainer import History, Trainer
 from mlp.validation import check_seed, choice, positive
@@ -71,29 +72,6 @@ IRIS_DEFAULTS = {
 #: steps, and longer training only overfits the MLP head (test accuracy falls).
 IRIS_STEPS = {4: 6000, 2: 2000}
 
-#: The published settings of the two reproduction tasks (SPEC section 5): the head ``v`` is
-#: the task's fixed vector and only the attention is trained, full batch, normalized GD.
-REPRO_DEFAULTS = {
-    "max-margin": {
-        "attention": "cross",
-        "pool": "mean",
-        "head": "linear",
-        "context": 8,
-        "optimizer": "ngd",
-        "lr": 0.1,
-        "steps": 2000,
-    },
-    "prompt-norm": {
-        "attention": "prompt",
-        "pool": "mean",
-        "head": "linear",
-        "context": 7,
-        "optimizer": "ngd",
-        "lr": 0.1,
-        "steps": 200,
-    },
-}
-
 
 #: The options a resumed experiment may change; every other one is the run folder's own.
 CHANGEABLE_ON_RESUME = ("steps",)
@@ -113,7 +91,7 @@ def default_options(task: str = "iris-in-context", features: int | None = None) 
             opts["features"] = features
         opts["steps"] = IRIS_STEPS.get(opts["features"], IRIS_STEPS[4])
     else:
-        opts.update(REPRO_DEFAULTS[task])
+        opts.update(SETTINGS[task])  # the published settings, with the fixed head
     return opts
 
 
@@ -275,10 +253,7 @@ def prepare(
         n_classes=task.n_classes,
         seed=seed,
     )
-    trainable = None
-    if "v" in task.info and opts["head"] == "linear":
-        model.params["v"] = np.asarray(task.info["v"], dtype=model.dtype).reshape(task.d, 1)
-        trainable = [k for k in model.params if k != "v"]
+    trainable = fixed_head(task, model)
     index = _snapshot_index(task, opts["snapshots"])
     snapshot = task.test.subset(index)
     batch_size = opts["batch_size"]
@@ -318,13 +293,7 @@ def resume_experiment(
     A missing or unreadable file raises :class:`mlp.train.folders.RunFolderError` or
     :class:`mlp.train.checkpoint.CheckpointError` (both ``ValueError``) naming it.
     """
-    options = read_options(run_dir, DEFAULTS)
-    if steps is not None:
-        options["steps"] = steps
-    checkpoint = Path(run_dir) / "checkpoint.npz"
-    experiment = prepare(options, checkpoint=checkpoint, progress=progress)
-    experiment.trainer.resume(checkpoint)
-    return experiment
+    return resume_from(run_dir, DEFAULTS, prepare, {"steps": steps}, progress)
 
 
 def run_experiment(

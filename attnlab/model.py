@@ -34,7 +34,7 @@ from attnlab.attention import (
     attend_linear_backward,
     check_prompts,
 )
-from attnlab.queries import ATTENTIONS, init_query_params, make_query, query_backward
+from attnlab.queries import ATTENTIONS, CROSS, init_query_params, make_query, query_backward
 from mlp.contract import contract
 from mlp.validation import (
     as_float_array,
@@ -81,10 +81,11 @@ class ContextWindowModel:
     """``ContextWindowModel(d, attention="self", pool="mean", head="linear", n_classes=1,
     n_queries=1, rank=None, hidden=16, seed=0, scores="softmax", loss=None)``.
 
-    ``attention`` in ``prompt, self, kq, cross``; ``pool`` in ``mean, last``; ``head`` in
-    ``linear, mlp``. ``n_classes=1``: one logit, logistic loss, labels in {-1, +1}; ``>= 2``:
-    cross-entropy, labels in ``0..k-1``. ``n_queries`` is ``j`` for prompt attention, ``rank``
-    is ``r`` for kq (None: ``r = d``), ``hidden`` is ``m`` for the MLP head.
+    ``attention`` in ``prompt, self, kq, cross, cross-kq`` (the cross variants take queries
+    ``Z``); ``pool`` in ``mean, last``; ``head`` in ``linear, mlp``. ``n_classes=1``: one
+    logit, logistic loss, labels in {-1, +1}; ``>= 2``: cross-entropy, labels in ``0..k-1``.
+    ``n_queries`` is ``j`` for prompt attention, ``rank`` is ``r`` for kq and cross-kq (None:
+    ``r = d``), ``hidden`` is ``m`` for the MLP head.
     ``scores="linear"`` is the linear form of the layer, ``X (X^T Q) / (c - 1)`` (prompts need
     ``c >= 2`` tokens). ``loss``: None (logistic for ``n_classes=1``, else cross-entropy) or
     ``"squared"``: one real output per prompt (``n_classes=1``), mean ``(z - y)^2 / 2`` with
@@ -193,9 +194,11 @@ class ContextWindowModel:
                 f"X: expected d={self.d} features per token (the model's d), received shape "
                 f"{X.shape} with d={X.shape[1]}"
             )
-        if self.attention == "cross":
+        if self.attention in CROSS:
             if Z is None:
-                raise ValueError("Z: cross attention needs the queries Z of shape (n, d, j)")
+                raise ValueError(
+                    f"Z: {self.attention} attention needs the queries Z of shape (n, d, j)"
+                )
             Z = as_float_array("Z", Z, ndim=3)
             if Z.shape[:2] != X.shape[:2] or Z.shape[2] == 0:
                 raise ValueError(

@@ -25,7 +25,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from attnlab.model import weight_on_target
+from attnlab.queries import ATTENTIONS
 from mlp.train.trainer import History
+from mlp.validation import choice
 
 if TYPE_CHECKING:
     from attnlab.max_margin import MaxMarginKQRun, MaxMarginRun, PromptNormRun
@@ -149,10 +151,7 @@ def plot_attention_maps(
     for name, a in (("target", target), ("y", y), ("pred", pred)):
         if a.shape != (p,):
             raise ValueError(f"{name}: expected shape (p={p},), received {a.shape}")
-    if attention not in ("prompt", "self", "kq", "cross"):
-        raise ValueError(
-            f"attention: expected 'prompt', 'self', 'kq' or 'cross', received {attention!r}"
-        )
+    choice("attention", attention, ATTENTIONS)
     square = attention in ("self", "kq")
     rows, cols = _grid(p, ncols)
     size = (4.3 * cols + (1.2 if square else 0), (4.1 if square else 3.0) * rows + 0.6)
@@ -320,7 +319,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Pa
     return paths
 
 
-# --- the max-margin reproduction (scripts/reproduce_max_margin.py) ---------------------------
+# --- the max-margin experiments (attnlab.max_margin, attnlab.max_margin_report) -------------
 
 
 # --- in-context linear regression ------------------------------------------------------------
@@ -426,8 +425,12 @@ def plot_icl_shift(
 
 
 def _band(ax: Axes, curves: np.ndarray, label: str, color: str, std: bool) -> None:
-    """Mean over seeds and its spread: +-1 standard deviation (as in the papers) or min..max."""
+    """Mean over seeds ``curves (seeds, s)`` and its spread: +-1 standard deviation (as in the
+    papers) or min..max; one seed: its curve alone."""
     steps = np.arange(curves.shape[1])
+    if len(curves) == 1:
+        ax.plot(steps, curves[0], color=color, label=label)
+        return
     mean = curves.mean(axis=0)
     if std:
         lo, hi, what = mean - curves.std(axis=0), mean + curves.std(axis=0), "+-std"
@@ -455,6 +458,28 @@ def _save_iterations(fig: Figure, axes: tuple[Axes, ...], title: str, path: Path
     return path
 
 
+def _correlation_figure(
+    kinds: Sequence[tuple[str, np.ndarray, str]], ylabel: str, title: str, path: Path
+) -> Path:
+    """Left: the correlation ``(seeds, s)`` of each kind ``(label, curves, color)``, mean and
+    +-std over seeds; right: ``1 - correlation`` on a log scale, mean and worst seed."""
+    fig, a1, a2 = _two_panels()
+    low = 0.0
+    for label, corr, color in kinds:
+        _band(a1, corr, label, color, std=True)
+        gap = 1.0 - corr
+        if len(corr) == 1:
+            a2.semilogy(gap[0], color=color, label=label)
+        else:
+            a2.semilogy(gap.mean(axis=0), color=color, label=f"{label}: mean")
+            a2.semilogy(gap.max(axis=0), color=color, lw=0.8, ls=":", label=f"{label}: worst seed")
+        low = min(low, float(np.nanmin(corr)) - 0.05)
+    a1.set_ylim(max(low, -1.01), 1.01)
+    a1.set_ylabel(ylabel)
+    a2.set_ylabel("1 - correlation")
+    return _save_iterations(fig, (a1, a2), title, path)
+
+
 def plot_max_margin(
     out: str | Path,
     exact: list[MaxMarginRun],
@@ -469,18 +494,14 @@ def plot_max_margin(
     out = Path(out)
     title = f"max-margin: cross attention, normalized GD, {len(exact)} seeds"
     kinds = (("textbook backward", textbook, "tab:red"), ("exact backward", exact, "tab:blue"))
-
-    fig, a1, a2 = _two_panels()
-    for label, runs, color in kinds:
-        corr = np.array([r.correlation for r in runs])
-        _band(a1, corr, label, color, std=True)
-        gap = 1.0 - corr
-        a2.semilogy(gap.mean(axis=0), color=color, label=f"{label}: mean")
-        a2.semilogy(gap.max(axis=0), color=color, lw=0.8, ls=":", label=f"{label}: worst seed")
-    a1.set_ylim(0.0, 1.01)
-    a1.set_ylabel("correlation <W, W_mm> / (||W|| ||W_mm||)")
-    a2.set_ylabel("1 - correlation")
-    written = [_save_iterations(fig, (a1, a2), title, out / "max_margin_correlation.png")]
+    written = [
+        _correlation_figure(
+            [(label, np.array([r.correlation for r in runs]), c) for label, runs, c in kinds],
+            "correlation <W, W_mm> / (||W|| ||W_mm||)",
+            title,
+            out / "max_margin_correlation.png",
+        )
+    ]
 
     fig, a1, a2 = _two_panels()
     for label, runs, color in kinds:
@@ -509,19 +530,19 @@ def plot_max_margin_kq(out: str | Path, runs: list[MaxMarginKQRun]) -> list[Path
     correlation of ``WK WQ^T`` with the nuclear-norm SVM ``W_*`` and with the Frobenius SVM
     ``W_mm`` (mean and +-std over seeds), and ``1 - correlation`` on a log scale (mean and worst
     seed). Returns the paths."""
-    out = Path(out)
-    title = f"max-margin-kq: W = WK WQ^T, per-factor normalized GD, {len(runs)} seeds"
     kinds = (
         ("with W_mm (Frobenius)", np.array([r.correlation_frobenius for r in runs]), "tab:red"),
         ("with W_* (nuclear)", np.array([r.correlation for r in runs]), "tab:blue"),
     )
-    fig, a1, a2 = _two_panels()
-    for label, corr, color in kinds:
-        _band(a1, corr, label, color, std=True)
-        gap = 1.0 - corr
-        a2.semilogy(gap.mean(axis=0), color=color, label=f"{label}: mean")
-        a2.semilogy(gap.max(axis=0), color=color, lw=0.8, ls=":", label=f"{label}: worst seed")
-    a1.set_ylim(-0.2, 1.01)
-    a1.set_ylabel("correlation of WK WQ^T with the SVM")
-    a2.set_ylabel("1 - correlation")
-    return [_save_iterations(fig, (a1, a2), title, out / "max_margin_kq_correlation.png")]
+    title = f"max-margin-kq: W = WK WQ^T, per-factor normalized GD, {len(runs)} seeds"
+    path = Path(out) / "max_margin_kq_correlation.png"
+    return [_correlation_figure(kinds, "correlation of WK WQ^T with the SVM", title, path)]
+
+
+def plot_max_margin_run(path: str | Path, run: MaxMarginRun) -> Path:
+    """One seed of max-margin: the correlation of ``W`` with ``W_mm`` over the steps and
+    ``1 - correlation`` on a log scale, written to ``path``. Returns the path."""
+    backward = "textbook" if run.textbook_backward else "exact"
+    title = f"max-margin seed {run.seed}: cross attention, normalized GD, {backward} backward"
+    kinds = [("correlation with W_mm", run.correlation[None], "tab:blue")]
+    return _correlation_figure(kinds, "<W, W_mm> / (||W|| ||W_mm||)", title, Path(path))

@@ -1,4 +1,4 @@
-"""Prompt tasks (SPEC.md section 5), each generated locally from a seed.
+"""Prompt tasks, each generated locally from a seed.
 
 Every generator returns a :class:`Task`: training and test :class:`mlp.Dataset` s with prompts
 ``X (n, d, c)`` (tokens as columns), labels ``y (n,)``, the index of the target token where the
@@ -12,13 +12,18 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from einops import rearrange
 
+from mlp.contract import contract
 from mlp.data import load_iris_split
 from mlp.train.data import Dataset, Stream
 from mlp.validation import as_float_array, check_finite, check_seed, choice, positive
+
+if TYPE_CHECKING:
+    from attnlab.model import ContextWindowModel
 
 TASKS = ("iris-in-context", "max-margin", "prompt-norm")
 #: Tasks whose training data is a stream of fresh prompts (real-valued targets).
@@ -113,7 +118,7 @@ def max_margin(n: int = 6, context: int = 8, d: int = 10, seed: int = 0) -> Task
     y = np.where(rng.standard_normal(n) > 0, 1.0, -1.0)
     X = _unit(rng.standard_normal((n, d, context)), 1)
     Z = _unit(rng.standard_normal((n, d, 1)), 1)
-    target = np.argmax(y[:, None] * np.einsum("ndc,d->nc", X, v), axis=1)
+    target = np.argmax(y[:, None] * contract("n d c, d -> n c", X, v), axis=1)
     data = Dataset(X, y, Z=Z, target=target)
     return Task("max-margin", data, data, 1, {"v": v})
 
@@ -225,6 +230,28 @@ def linear_regression_in_context(
     (test,) = regression_test_prompts(n_test, N, Lam, seed, chunk=n_test)
     train = Stream(batch, "linear-regression-in-context")
     return Task("linear-regression-in-context", train, test, 1, {"Lambda": Lam, "N": N})
+
+
+def fixed_head(task: Task, model: ContextWindowModel) -> list[str]:
+    """Give ``model`` the task's fixed head and return the parameter keys left to train.
+
+    A task with ``info['v'] (d,)`` (max-margin, prompt-norm) fixes the linear head: the model's
+    ``params['v'] (d, 1)`` becomes ``v`` (in the model's dtype) and every other key is trained.
+    Otherwise (no such vector, or an MLP head) nothing is fixed and every key is returned.
+    Raises ``ValueError`` when the model's ``v`` is not ``(d, 1)`` (one logit).
+    """
+    keys = list(model.params)
+    if "v" not in task.info or "v" not in model.params:
+        return keys
+    v = np.asarray(task.info["v"])
+    old = model.params["v"]
+    if old.shape != (v.size, 1):
+        raise ValueError(
+            f"model: expected a linear head v of shape (d={v.size}, 1) for the fixed head of "
+            f"task {task.name!r}, received params['v'] of shape {old.shape}"
+        )
+    model.params["v"] = rearrange(v, "d -> d 1").astype(old.dtype)
+    return [k for k in keys if k != "v"]
 
 
 def make_task(name: str, **options: Any) -> Task:

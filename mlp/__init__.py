@@ -1,6 +1,6 @@
 """The lecture's one-hidden-layer MLP on iris, with vectorized backprop, and the shared core.
 
-Names other code relies on (SPEC.md section 2): ``init_params``, ``forward``, ``loss_and_grads``,
+Names other code relies on: ``init_params``, ``forward``, ``loss_and_grads``,
 ``forward_nonvectorized``, ``loss_and_grads_nonvectorized``; plus the stable numerics, the
 optimizers and the one trainer used by every model.
 """

@@ -23,7 +23,7 @@ import sklearn
 from mlp.data import CLASS_NAMES, IrisSplit, load_iris_split
 from mlp.network import MLP
 from mlp.train.data import Dataset
-from mlp.train.folders import read_options, save_arrays, write_json
+from mlp.train.folders import resume_from, save_arrays, write_json
 from mlp.train.optim import SCHEDULES, SGD, make_schedule
 from mlp.train.trainer import Trainer
 from mlp.validation import check_seed, choice, positive
@@ -173,13 +173,7 @@ def resume_experiment(
     """Rebuild the experiment of ``run_dir`` with its own options (``config.json``; ``epochs``:
     the new total) and load its last checkpoint; :func:`finish` then trains it to the end,
     bit-identical to a run never interrupted."""
-    options = read_options(run_dir, DEFAULTS)
-    if epochs is not None:
-        options["epochs"] = epochs
-    checkpoint = Path(run_dir) / "checkpoint.npz"
-    experiment = prepare(options, checkpoint=checkpoint, progress=progress)
-    experiment.trainer.resume(checkpoint)
-    return experiment
+    return resume_from(run_dir, DEFAULTS, prepare, {"epochs": epochs}, progress)
 
 
 def finish(experiment: Experiment, run_dir: Path) -> dict[str, Any]:

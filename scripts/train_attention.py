@@ -29,7 +29,7 @@ from attnlab.model import HEADS, POOLS
 from attnlab.plots import TARGET_NAMES
 from attnlab.queries import ATTENTIONS
 from attnlab.tasks import TASKS
-from mlp.train.cli import ScriptParser, run_script
+from mlp.train.cli import ScriptParser, check_resume_options, run_script
 from mlp.train.folders import default_run_dir
 from mlp.train.optim import OPTIMIZERS
 
@@ -81,24 +81,16 @@ def parser() -> ScriptParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     given = vars(p.parse_args(argv))
-    resume, out = given.pop("resume", None), given.pop("out", None)
+    resume = given.pop("resume", None)
 
     def work() -> tuple[Path, dict]:
         if resume is not None:
-            fixed = sorted(
-                f"--{k.replace('_', '-')}" for k in given if k not in CHANGEABLE_ON_RESUME
-            )
-            fixed += ["--out"] if out is not None else []
-            if fixed:
-                raise ValueError(
-                    f"--resume: the run continues with its own options from {resume}/config.json;"
-                    f" only --steps may be given, received {' '.join(fixed)}"
-                )
+            check_resume_options(resume, given, CHANGEABLE_ON_RESUME)
             experiment = resume_experiment(resume, given.get("steps"))
             t = experiment.trainer
             print(f"resuming {resume} at step {t.step} of {t.steps}")
             return resume, finish(experiment, resume)
-        run_dir = out if out is not None else default_run_dir("attention")
+        run_dir = given.pop("out", None) or default_run_dir("attention")
         return run_dir, run_experiment(given, run_dir)
 
     run_dir, m = run_script(p, work, diverged_hint=". Try a smaller --lr.")

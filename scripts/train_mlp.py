@@ -22,7 +22,7 @@ from mlp.experiment import (
     run_experiment,
     seed_summary,
 )
-from mlp.train.cli import ScriptParser, run_script
+from mlp.train.cli import ScriptParser, check_resume_options, run_script
 from mlp.train.folders import default_run_dir, write_json
 
 
@@ -62,32 +62,24 @@ def parser() -> ScriptParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     given = vars(p.parse_args(argv))
-    seeds = given.pop("seeds", 1)
-    resume, out = given.pop("resume", None), given.pop("out", None)
+    resume = given.pop("resume", None)
 
     def work() -> Path:
         if resume is not None:
-            fixed = sorted(
-                f"--{k.replace('_', '-')}" for k in given if k not in CHANGEABLE_ON_RESUME
-            )
-            if fixed or out is not None or seeds != 1:
-                extra = fixed + ["--out"] * (out is not None) + ["--seeds"] * (seeds != 1)
-                raise ValueError(
-                    f"--resume: the run continues with its own options from {resume}/config.json;"
-                    f" only --epochs may be given, received {' '.join(extra)}"
-                )
+            check_resume_options(resume, given, CHANGEABLE_ON_RESUME)
             experiment = resume_experiment(resume, given.get("epochs"))
             t = experiment.trainer
             print(f"resuming {resume} at step {t.step} of {t.steps}")
             metrics, run_dir = finish(experiment, resume), resume
         else:
-            run_dir = out or default_run_dir("mlp")
-            metrics = run_experiment(given, run_dir)
+            run_dir = given.pop("out", None) or default_run_dir("mlp")
+            metrics = run_experiment({k: v for k, v in given.items() if k != "seeds"}, run_dir)
         print(
             f"seed {metrics['seed']}: train accuracy {metrics['train_accuracy']:.4f}, "
             f"test accuracy {metrics['test_accuracy']:.4f}, "
             f"final train loss {metrics['final_loss']:.4f}"
         )
+        seeds = given.pop("seeds", 1)
         if seeds != 1:
             metrics.update(seed_summary(given, seeds))
             write_json(run_dir / "metrics.json", metrics)

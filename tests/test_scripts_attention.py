@@ -273,7 +273,7 @@ def test_weight_on_target_by_hand() -> None:
     np.testing.assert_allclose(weight_on_target(S, target, "last"), [0.8, 0.4])
     stacked = np.stack([S, S[:, ::-1, :]])  # (t, p, c, j)
     np.testing.assert_allclose(weight_on_target(stacked, target, "last"), [[0.8, 0.4], [0.1, 0.2]])
-    with pytest.raises(ValueError, match=r"target: expected indices in 0\.\.2"):
+    with pytest.raises(ValueError, match=r"target: expected token indices in 0\.\.2, received 3"):
         weight_on_target(S, np.array([3, 0]))
     with pytest.raises(ValueError, match="pool: expected 'mean' or 'last'"):
         weight_on_target(S, target, "max")

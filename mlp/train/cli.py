@@ -15,7 +15,8 @@ traceback.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from mlp.train.trainer import TrainingDiverged, TrainingInterrupted
@@ -40,6 +41,18 @@ class ScriptParser(argparse.ArgumentParser):
         """End with ``message`` on one line and exit ``status``."""
         line = " ".join(str(message).split())
         self.exit(status, f"{self.prog}: {line}\n")
+
+
+def check_resume_options(resume: Path, given: Mapping[str, Any], changeable: Sequence[str]) -> None:
+    """``--resume RUN_DIR`` continues with the run folder's own options: any other option given
+    (``given``: what was on the command line) than those in ``changeable`` is refused."""
+    fixed = [f"--{k.replace('_', '-')}" for k in given if k not in changeable]
+    if fixed:
+        allowed = " or ".join(f"--{k}" for k in changeable)
+        raise ValueError(
+            f"--resume: the run continues with its own options from {resume}/config.json; only "
+            f"{allowed} may be given, received {' '.join(fixed)}"
+        )
 
 
 def run_script(

@@ -138,6 +138,24 @@ def read_options(run_dir: str | Path, defaults: Mapping[str, Any]) -> dict[str, 
     return {k: config[k] for k in defaults}
 
 
+def resume_from(
+    run_dir: str | Path,
+    defaults: Mapping[str, Any],
+    prepare: Callable[..., Any],
+    changes: Mapping[str, Any],
+    progress: bool | None = None,
+) -> Any:
+    """An experiment rebuilt from its run folder and its last checkpoint: ``prepare(options,
+    checkpoint=..., progress=...)`` with the folder's own options (:func:`read_options`) updated
+    by the ``changes`` that are not None, then its trainer resumed from ``checkpoint.npz``."""
+    options = read_options(run_dir, defaults)
+    options.update({k: v for k, v in changes.items() if v is not None})
+    checkpoint = Path(run_dir) / "checkpoint.npz"
+    experiment = prepare(options, checkpoint=checkpoint, progress=progress)
+    experiment.trainer.resume(checkpoint)
+    return experiment
+
+
 def load_model(
     run_dir: str | Path,
     build: Callable[[dict[str, Any]], HasParams],
