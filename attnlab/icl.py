@@ -174,7 +174,7 @@ def linear_predict(E: np.ndarray, A: np.ndarray) -> np.ndarray:
     """``yhat = x_q^T A (1/M) sum_i y_i x_i``: ``(n,)`` for prompts ``E (n, d+1, M+1)`` and
     ``A (d, d)`` (``Gamma^-1``: the closed-form optimum; ``eta I``: one step of GD)."""
     h, xq = _h(E)
-    return contract("n d, n d -> n", xq, contract("d e, n e -> n d", A, h))
+    return contract("n d, n d -> n", xq, contract("n e, d e -> n d", h, A))
 
 
 def one_step_gd(E: np.ndarray, eta: float) -> np.ndarray:
@@ -201,10 +201,10 @@ def layer_sensitivity(E: np.ndarray, W: np.ndarray, v: np.ndarray) -> np.ndarray
     e[:, -1] = 0.0
     v = np.asarray(v, dtype=np.float64).reshape(-1)
     Sv = contract("n d c, n c -> n d", ctx, contract("n d c, d -> n c", ctx, v))
-    WtSv = contract("d e, n d -> n e", W, Sv)
-    eWe = contract("n d, n d -> n", e, contract("d e, n e -> n d", W, e))
+    WtSv = contract("n d, d e -> n e", Sv, W)
+    eWe = contract("n d, n d -> n", e, contract("n e, d e -> n d", e, W))
     ve = e @ v
-    sym = contract("d e, n e -> n d", W + W.T, e)
+    sym = contract("n e, d e -> n d", e, W + W.T)
     grad = WtSv + eWe[:, None] * v[None, :] + ve[:, None] * sym
     return grad[:, :-1] / M
 
