@@ -2,7 +2,8 @@
 
 The run starts a fresh kernel with this interpreter (``sys.executable -m ipykernel_launcher``,
 not whatever a ``python3`` kernelspec on the machine points to) and this checkout first on
-``PYTHONPATH``, in an empty working folder; nbclient raises on the first cell that fails.
+``PYTHONPATH``, in an empty working folder, with its temporary files under pytest's; nbclient
+raises on the first cell that fails.
 """
 
 import json
@@ -51,7 +52,9 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(tmp_path: Path) -> None:
     km = _this_python_kernel(tmp_path)
     assert km.kernel_spec.argv[0] == sys.executable
     paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    scratch = tmp_path / "tmp"  # the notebook's figures and run folders (tempfile.mkdtemp)
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "TMPDIR": str(scratch)}
     client = NotebookClient(
         nb, km=km, timeout=300, allow_errors=False, resources={"metadata": {"path": str(work)}}
     )
@@ -66,3 +69,5 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel(tmp_path: Path) -> None:
     text = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
     assert "relative error" in text and "correlation with W_mm" in text
     assert list(work.iterdir()) == [], "the notebook wrote into its working folder"
+    (folder,) = scratch.iterdir()
+    assert (folder / "attention" / "attention_over_training.gif").is_file()
