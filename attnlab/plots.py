@@ -27,9 +27,10 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 
 from attnlab.model import weight_on_target
+from attnlab.queries import ATTENTIONS
 from mlp.train.folders import RunFolderError
 from mlp.train.trainer import History
-from mlp.validation import positive
+from mlp.validation import choice, positive
 
 if TYPE_CHECKING:
     from attnlab.experiment import SavedRun
@@ -218,10 +219,7 @@ def plot_attention_maps(
     for name, a in (("target", target), ("y", y), ("pred", pred)):
         if a.shape != (p,):
             raise ValueError(f"{name}: expected shape (p={p},), received {a.shape}")
-    if attention not in ("prompt", "self", "kq", "cross"):
-        raise ValueError(
-            f"attention: expected 'prompt', 'self', 'kq' or 'cross', received {attention!r}"
-        )
+    choice("attention", attention, ATTENTIONS)
     titles = [_panel_title(i, index, float(y[i]), float(pred[i]), class_names) for i in range(p)]
     fig, _ = _attention_panels(S, target, titles, attention, pool, target_name, ncols)
     square = attention in ("self", "kq")
@@ -496,41 +494,34 @@ def plot_backward_error(
 def plot_max_margin_seeds(
     runs: Sequence[MaxMarginRun], path: str | Path, title: str | None = None
 ) -> Path:
-    """The correlation ``<W_s, W_mm> / (||W_s|| ||W_mm||)`` of each seed's run over the
-    iterations ``s``, and their mean (left), and ``1 - correlation`` on a log scale (right).
-    ``runs``: :func:`attnlab.max_margin.run_max_margin` results; only their ``seed`` and
-    ``correlation (s,)`` are read."""
+    """The correlation ``<W_s, W_mm> / (||W_s|| ||W_mm||)`` over the iterations ``s`` for a
+    few seeds: mean and +-std over the seeds (left), ``1 - correlation`` on a log scale, mean
+    and worst seed (right). ``runs``: :func:`attnlab.max_margin.run_max_margin` results of the
+    same number of iterations; only their ``seed`` and ``correlation (s,)`` are read."""
     if len(runs) == 0:
         raise ValueError("runs: expected at least one max-margin run, received none")
-    curves = [np.asarray(r.correlation, dtype=np.float64) for r in runs]
-    common = min(len(c) for c in curves)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for k, (run, corr) in enumerate(zip(runs, curves, strict=True)):
-        color = plt.get_cmap("tab10")(k % 10)
-        a1.plot(corr, color=color, lw=1.1, alpha=0.85, label=f"seed {run.seed}")
-        a2.semilogy(1.0 - corr, color=color, lw=1.1, alpha=0.85, label=f"seed {run.seed}")
-    mean = np.mean([c[:common] for c in curves], axis=0)
-    a1.plot(mean, color="k", lw=2.4, label="mean over seeds")
-    a2.semilogy(1.0 - mean, color="k", lw=2.4, label="mean over seeds")
-    a1.set_ylim(min(0.0, float(np.nanmin(mean))), 1.01)
-    a1.set_ylabel("correlation <W, W_mm> / (||W|| ||W_mm||)")
-    a2.set_ylabel("1 - correlation")
-    for ax in (a1, a2):
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, frameon=False)
-    fig.suptitle(title or f"max-margin: the direction of W approaches W_mm ({len(runs)} seeds)")
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return Path(path)
+    lengths = sorted({len(r.correlation) for r in runs})
+    if len(lengths) > 1:
+        raise ValueError(
+            f"runs: expected runs of the same number of iterations, received curves of "
+            f"{lengths} steps"
+        )
+    seeds = ", ".join(str(r.seed) for r in runs)
+    kinds = [(f"seeds {seeds}", np.array([r.correlation for r in runs]), "tab:blue")]
+    title = title or f"max-margin: the direction of W approaches W_mm ({len(runs)} seeds)"
+    return _correlation_figure(kinds, "<W, W_mm> / (||W|| ||W_mm||)", title, Path(path))
 
 
-# --- the max-margin reproduction (scripts/reproduce_max_margin.py) ---------------------------
+# --- the max-margin experiments (attnlab.max_margin, attnlab.max_margin_report) -------------
 
 
 def _band(ax: Axes, curves: np.ndarray, label: str, color: str, std: bool) -> None:
-    """Mean over seeds and its spread: +-1 standard deviation (as in the papers) or min..max."""
+    """Mean over seeds ``curves (seeds, s)`` and its spread: +-1 standard deviation (as in the
+    papers) or min..max; one seed: its curve alone."""
     steps = np.arange(curves.shape[1])
+    if len(curves) == 1:
+        ax.plot(steps, curves[0], color=color, label=label)
+        return
     mean = curves.mean(axis=0)
     if std:
         lo, hi, what = mean - curves.std(axis=0), mean + curves.std(axis=0), "+-std"
@@ -558,6 +549,28 @@ def _save_iterations(fig: Figure, axes: tuple[Axes, ...], title: str, path: Path
     return path
 
 
+def _correlation_figure(
+    kinds: Sequence[tuple[str, np.ndarray, str]], ylabel: str, title: str, path: Path
+) -> Path:
+    """Left: the correlation ``(seeds, s)`` of each kind ``(label, curves, color)``, mean and
+    +-std over seeds; right: ``1 - correlation`` on a log scale, mean and worst seed."""
+    fig, a1, a2 = _two_panels()
+    low = 0.0
+    for label, corr, color in kinds:
+        _band(a1, corr, label, color, std=True)
+        gap = 1.0 - corr
+        if len(corr) == 1:
+            a2.semilogy(gap[0], color=color, label=label)
+        else:
+            a2.semilogy(gap.mean(axis=0), color=color, label=f"{label}: mean")
+            a2.semilogy(gap.max(axis=0), color=color, lw=0.8, ls=":", label=f"{label}: worst seed")
+        low = min(low, float(np.nanmin(corr)) - 0.05)
+    a1.set_ylim(max(low, -1.01), 1.01)
+    a1.set_ylabel(ylabel)
+    a2.set_ylabel("1 - correlation")
+    return _save_iterations(fig, (a1, a2), title, path)
+
+
 def plot_max_margin(
     out: str | Path,
     exact: list[MaxMarginRun],
@@ -572,18 +585,14 @@ def plot_max_margin(
     out = Path(out)
     title = f"max-margin: cross attention, normalized GD, {len(exact)} seeds"
     kinds = (("textbook backward", textbook, "tab:red"), ("exact backward", exact, "tab:blue"))
-
-    fig, a1, a2 = _two_panels()
-    for label, runs, color in kinds:
-        corr = np.array([r.correlation for r in runs])
-        _band(a1, corr, label, color, std=True)
-        gap = 1.0 - corr
-        a2.semilogy(gap.mean(axis=0), color=color, label=f"{label}: mean")
-        a2.semilogy(gap.max(axis=0), color=color, lw=0.8, ls=":", label=f"{label}: worst seed")
-    a1.set_ylim(0.0, 1.01)
-    a1.set_ylabel("correlation <W, W_mm> / (||W|| ||W_mm||)")
-    a2.set_ylabel("1 - correlation")
-    written = [_save_iterations(fig, (a1, a2), title, out / "max_margin_correlation.png")]
+    written = [
+        _correlation_figure(
+            [(label, np.array([r.correlation for r in runs]), c) for label, runs, c in kinds],
+            "correlation <W, W_mm> / (||W|| ||W_mm||)",
+            title,
+            out / "max_margin_correlation.png",
+        )
+    ]
 
     fig, a1, a2 = _two_panels()
     for label, runs, color in kinds:
@@ -612,19 +621,19 @@ def plot_max_margin_kq(out: str | Path, runs: list[MaxMarginKQRun]) -> list[Path
     correlation of ``WK WQ^T`` with the nuclear-norm SVM ``W_*`` and with the Frobenius SVM
     ``W_mm`` (mean and +-std over seeds), and ``1 - correlation`` on a log scale (mean and worst
     seed). Returns the paths."""
-    out = Path(out)
-    title = f"max-margin-kq: W = WK WQ^T, per-factor normalized GD, {len(runs)} seeds"
     kinds = (
         ("with W_mm (Frobenius)", np.array([r.correlation_frobenius for r in runs]), "tab:red"),
         ("with W_* (nuclear)", np.array([r.correlation for r in runs]), "tab:blue"),
     )
-    fig, a1, a2 = _two_panels()
-    for label, corr, color in kinds:
-        _band(a1, corr, label, color, std=True)
-        gap = 1.0 - corr
-        a2.semilogy(gap.mean(axis=0), color=color, label=f"{label}: mean")
-        a2.semilogy(gap.max(axis=0), color=color, lw=0.8, ls=":", label=f"{label}: worst seed")
-    a1.set_ylim(-0.2, 1.01)
-    a1.set_ylabel("correlation of WK WQ^T with the SVM")
-    a2.set_ylabel("1 - correlation")
-    return [_save_iterations(fig, (a1, a2), title, out / "max_margin_kq_correlation.png")]
+    title = f"max-margin-kq: W = WK WQ^T, per-factor normalized GD, {len(runs)} seeds"
+    path = Path(out) / "max_margin_kq_correlation.png"
+    return [_correlation_figure(kinds, "correlation of WK WQ^T with the SVM", title, path)]
+
+
+def plot_max_margin_run(path: str | Path, run: MaxMarginRun) -> Path:
+    """One seed of max-margin: the correlation of ``W`` with ``W_mm`` over the steps and
+    ``1 - correlation`` on a log scale, written to ``path``. Returns the path."""
+    backward = "textbook" if run.textbook_backward else "exact"
+    title = f"max-margin seed {run.seed}: cross attention, normalized GD, {backward} backward"
+    kinds = [("correlation with W_mm", run.correlation[None], "tab:blue")]
+    return _correlation_figure(kinds, "<W, W_mm> / (||W|| ||W_mm||)", title, Path(path))

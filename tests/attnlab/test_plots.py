@@ -126,3 +126,6 @@ def test_max_margin_seeds_plot(tmp_path: Path) -> None:
     _assert_png(plot_max_margin_seeds(runs, tmp_path / "mm.png"))
     with pytest.raises(ValueError, match="runs: expected at least one"):
         plot_max_margin_seeds([], tmp_path / "bad.png")
+    short = SimpleNamespace(seed=9, correlation=runs[0].correlation[:50])
+    with pytest.raises(ValueError, match=r"runs: expected runs of the same number of iterations"):
+        plot_max_margin_seeds([*runs, short], tmp_path / "bad.png")
