@@ -321,7 +321,7 @@ def test_pool_last_computes_only_the_last_query_and_agrees_with_all(scores, atte
         (lambda: make_model(2).loss_and_grads(np.ones((2, 3, 1)), [0.0, 1.0]), ValueError,
          r"X: the linear form divides by N = c - 1 in-context tokens, so it needs c >= 2"),
         (lambda: make_model(2).loss_and_grads(np.ones((2, 3, 4)), [0.0, np.nan]), ValueError,
-         r"y: expected finite targets, received 1 NaN or inf entries"),
+         r"y: expected finite values, received 1 NaN or inf entries"),
         (lambda: make_model(2).loss_and_grads(np.ones((2, 3, 4)), [0.0]), ValueError,
          r"y: expected real targets of shape \(n=2,\), received \(1,\)"),
     ],

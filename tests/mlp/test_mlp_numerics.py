@@ -191,8 +191,8 @@ def test_squared_loss_keeps_float32_and_takes_integer_targets() -> None:
 @pytest.mark.parametrize(
     ("z", "t", "error", "match"),
     [
-        ([1.0, 2.0], [0.0, np.nan], ValueError, r"t: expected finite targets, received 1 NaN"),
-        ([1.0, 2.0], [0.0, np.inf], ValueError, r"t: expected finite targets, received 1 NaN"),
+        ([1.0, 2.0], [0.0, np.nan], ValueError, r"t: expected finite values, received 1 NaN"),
+        ([1.0, 2.0], [0.0, np.inf], ValueError, r"t: expected finite values, received 1 NaN"),
         ([1.0, 2.0], [0.0, 1.0, 2.0], ValueError,
          r"t: expected real targets of shape \(n=2,\), received \(3,\)"),
         ([1.0, 2.0], [[0.0, 1.0]], ValueError, r"t: expected real targets of shape \(n=2,\)"),
