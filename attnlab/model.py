@@ -223,9 +223,11 @@ class ContextWindowModel:
     # --- forward ---------------------------------------------------------------------------
 
     def _query_tokens(self, X: np.ndarray) -> np.ndarray:
-        """The tokens that make queries in self and kq attention: all of them, or only the last
-        one for ``pool='last'`` (the other columns of ``out`` never reach the head)."""
-        return X[:, :, -1:] if self.pool == "last" else X
+        """The tokens that make queries in self and kq attention: all of them, or, for the
+        linear form with ``pool='last'``, only the last one (the other columns of ``out`` never
+        reach the head). The softmax form computes every column, so that a trained model's bits
+        do not depend on the pool (its maps show every column anyway)."""
+        return X[:, :, -1:] if self.pool == "last" and self.scores == "linear" else X
 
     def _scores_forward(self, X: np.ndarray, Q: np.ndarray):
         """``(out, cache)`` of the softmax or the linear form of the primitive."""
