@@ -21,9 +21,10 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from attnlab.max_margin import SETTINGS
 from attnlab.model import HEADS, POOLS, ContextWindowModel
 from attnlab.queries import ATTENTIONS
-from attnlab.tasks import TASKS, Task, make_task
+from attnlab.tasks import TASKS, Task, fixed_head, make_task
 from mlp.data import CLASS_NAMES
 from mlp.train.data import Dataset
 from mlp.train.folders import load_arrays, load_model, resume_from, save_arrays, write_json
@@ -71,29 +72,6 @@ IRIS_DEFAULTS = {
 #: steps, and longer training only overfits the MLP head (test accuracy falls).
 IRIS_STEPS = {4: 6000, 2: 2000}
 
-#: The published settings of the two reproduction tasks: the head ``v`` is
-#: the task's fixed vector and only the attention is trained, full batch, normalized GD.
-REPRO_DEFAULTS = {
-    "max-margin": {
-        "attention": "cross",
-        "pool": "mean",
-        "head": "linear",
-        "context": 8,
-        "optimizer": "ngd",
-        "lr": 0.1,
-        "steps": 2000,
-    },
-    "prompt-norm": {
-        "attention": "prompt",
-        "pool": "mean",
-        "head": "linear",
-        "context": 7,
-        "optimizer": "ngd",
-        "lr": 0.1,
-        "steps": 200,
-    },
-}
-
 
 #: The options a resumed experiment may change; every other one is the run folder's own.
 CHANGEABLE_ON_RESUME = ("steps",)
@@ -113,7 +91,7 @@ def default_options(task: str = "iris-in-context", features: int | None = None) 
             opts["features"] = features
         opts["steps"] = IRIS_STEPS.get(opts["features"], IRIS_STEPS[4])
     else:
-        opts.update(REPRO_DEFAULTS[task])
+        opts.update(SETTINGS[task])  # the published settings, with the fixed head
     return opts
 
 
@@ -275,10 +253,7 @@ def prepare(
         n_classes=task.n_classes,
         seed=seed,
     )
-    trainable = None
-    if "v" in task.info and opts["head"] == "linear":
-        model.params["v"] = np.asarray(task.info["v"], dtype=model.dtype).reshape(task.d, 1)
-        trainable = [k for k in model.params if k != "v"]
+    trainable = fixed_head(task, model)
     index = _snapshot_index(task, opts["snapshots"])
     snapshot = task.test.subset(index)
     batch_size = opts["batch_size"]

@@ -60,7 +60,11 @@ from attnlab.sweep_report import cell, write_report
 from mlp.train.folders import read_json, to_jsonable, write_json
 
 #: The library's experiments: name -> module (imported when a sweep names it).
-EXPERIMENTS = {"attention": "attnlab.experiment", "mlp": "mlp.experiment"}
+EXPERIMENTS = {
+    "attention": "attnlab.experiment",
+    "mlp": "mlp.experiment",
+    "max-margin": "attnlab.max_margin",
+}
 #: Columns of results.csv and failed.csv after the options and the metrics.
 TAIL = ("wall_seconds", "error", "run_id")
 MANIFEST = "sweep.json"

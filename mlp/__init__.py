@@ -29,6 +29,7 @@ from mlp.numerics import (
     softmax,
     softmax_backward,
     softmax_with_argmax,
+    squared_loss,
 )
 from mlp.train import (
     SGD,
@@ -87,4 +88,5 @@ __all__ = [
     "softmax",
     "softmax_backward",
     "softmax_with_argmax",
+    "squared_loss",
 ]

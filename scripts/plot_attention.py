@@ -3,11 +3,13 @@
 
     python scripts/plot_attention.py runs/attention-20250101-120000
     python scripts/plot_attention.py RUN_DIR --out figures/
+    python scripts/plot_attention.py RUN_DIR --animate
 
 Rebuilds the model from config.json + params.npz, reads snapshots.npz and writes
 attention_map.png (the attention weights of the snapshot test prompts after training, the marked
 token outlined, true and predicted class in each title) and attention_over_training.png (the
-weight on the marked token at every evaluation) into RUN_DIR, or --out.
+weight on the marked token at every evaluation) into RUN_DIR, or --out. --animate adds
+attention_over_training.gif: the attention maps at every recorded step, one frame each.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
     p.add_argument(
         "--out", type=Path, default=None, help="folder for the figures (default RUN_DIR)"
     )
+    p.add_argument(
+        "--animate",
+        action="store_true",
+        help="also write attention_over_training.gif (one frame per recorded step)",
+    )
     return p, p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
-    paths = run_script(parser, lambda: plot_run(args.run_dir, getattr(args, "out", None)))
+    paths = run_script(parser, lambda: plot_run(args.run_dir, args.out, animate=args.animate))
     for path in paths.values():
         print(f"wrote {path}")
     return 0
