@@ -205,10 +205,14 @@ def plot_metric(
 
     others = [k for k in swept if k != key]
     xs = list(dict.fromkeys(r[key] for r in rows))
-    numbers = [as_number(x) for x in xs]
-    is_numeric = all(v is not None and math.isfinite(v) for v in numbers)
+    numbers: dict[str, float] = {}  # the finite numeric values; yes/no values are categories
+    for x in xs:
+        v = None if x in ("True", "False") else as_number(x)
+        if v is not None and math.isfinite(v):
+            numbers[x] = v
+    is_numeric = len(numbers) == len(xs)
     if is_numeric:
-        xs = [x for _, x in sorted(zip(numbers, xs, strict=True))]
+        xs = sorted(xs, key=numbers.__getitem__)
     series: dict[str, dict[str, list[float]]] = {}
     for r in rows:
         label = ", ".join(f"{k}={r[k]}" for k in others) or "mean over seeds"
@@ -222,14 +226,14 @@ def plot_metric(
         mean = np.array([np.mean(by_x[x]) for x in at])
         std = np.array([np.std(by_x[x], ddof=1) if len(by_x[x]) > 1 else 0.0 for x in at])
         if is_numeric:
-            pos = np.array([float(x) for x in at])
+            pos = np.array([numbers[x] for x in at])
             (line,) = ax.plot(pos, mean, marker="o", label=label)
             ax.fill_between(pos, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         else:
             pos = np.array([xs.index(x) for x in at]) + (i - (len(series) - 1) / 2) * width
             ax.bar(pos, mean, width, yerr=std, capsize=3, label=label)
     if is_numeric:
-        values = [float(x) for x in xs]
+        values = [numbers[x] for x in xs]
         if min(values) > 0 and max(values) / min(values) >= 20:
             ax.set_xscale("log")
     else:

@@ -6,8 +6,9 @@
     python scripts/sweep.py mlp --grid hidden=5,10,20 --set epochs=100 --seeds 0-9 --out DIR
     python scripts/sweep.py attention ... --scheduler tcp://HOST:8786   # an existing cluster
 
-EXPERIMENT is attention (the options of train_attention.py), mlp (those of train_mlp.py), or
-the name of a module with DEFAULTS, resolve and run_experiment. Without --scheduler the runs go
+EXPERIMENT is attention (the options of train_attention.py), mlp (those of train_mlp.py),
+max-margin (one seed of the max-margin reproduction), or the name of a module with DEFAULTS,
+resolve and run_experiment. Without --scheduler the runs go
 to an embedded Dask LocalCluster of one single-threaded worker process per usable core
 (--workers N; 0 runs them one after another in this process). DIR gets results.csv (one row per
 finished run, appended as runs finish), failed.csv, summary.csv, summary.md, figures/ and

@@ -276,6 +276,8 @@ def test_options_that_follow_from_the_swept_ones_are_not_swept(tmp_path: Path) -
     ]
     options = ["attention", "features", "steps"]
     assert swept_options(rows, options) == ["attention", "features"]
+    for r in rows:
+        r["attention"] = str(r["attention"] == "kq")  # a yes/no option: bars, not a line
     assert swept_options(rows, options, first=["steps"]) == ["steps", "attention"]
     files = write_report(tmp_path, "toy", [*options, "seed"], rows, 0, grid=["features"])
     text = files["summary"].read_text()
@@ -283,6 +285,7 @@ def test_options_that_follow_from_the_swept_ones_are_not_swept(tmp_path: Path) -
     assert "Options that follow from the swept ones (see results.csv): steps" in text
     names = sorted(p.name for p in files["figures"].iterdir())
     assert names == ["acc_vs_attention.png", "acc_vs_features.png"]
+    assert "| 2 | False | 2 | 0.5 |" in text
 
 
 def test_report_files_tables_and_figures(tmp_path: Path) -> None:
@@ -528,3 +531,25 @@ def test_mlp_sweep_runs_are_bit_identical_to_runs_in_this_process_and_a_divergen
         k: v for k, v in expected.items() if k != "wall_seconds"
     }
     assert _same_arrays(here / "params.npz", out / "runs" / ok.run_id / "params.npz")
+
+
+def test_max_margin_sweep_runs_are_bit_identical_to_runs_in_this_process(
+    tmp_path: Path, scheduler: str
+) -> None:
+    from attnlab.max_margin import run_experiment
+
+    out = tmp_path / "sweep"
+    args = ["--grid", "textbook_backward=false,true", "--set", "steps=300", "--seeds", "0-1"]
+    swept = _run_sweep("max-margin", *args, "--out", str(out), "--scheduler", scheduler)
+    assert swept.returncode == 0, swept.stderr
+    rows = {r["run_id"]: r for r in Table(out / "results.csv").rows}
+    plan = plan_sweep("max-margin", {"textbook_backward": [False, True]}, {"steps": 300}, [0, 1])
+    assert sorted(rows) == sorted(r.run_id for r in plan.runs)
+    for run in plan.runs:
+        here = tmp_path / "here" / run.run_id
+        expected = result_row(run, {"metrics": run_experiment(run.config, here), "seconds": 0.0})
+        assert {k: v for k, v in rows[run.run_id].items() if k != "wall_seconds"} == {
+            k: v for k, v in expected.items() if k != "wall_seconds"
+        }
+        assert _same_arrays(here / "params.npz", out / "runs" / run.run_id / "params.npz")
+    assert (out / "figures" / "correlation_vs_textbook_backward.png").is_file()
