@@ -47,9 +47,11 @@ ENV = {
 TIMEOUT = 180
 
 
-def _script(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+def _script(
+    *args: str, experiment: str = "sweep_fixture", timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "sweep_fixture", *args],
+        [sys.executable, str(SCRIPT), experiment, *args],
         capture_output=True,
         text=True,
         env=ENV,
@@ -452,16 +454,6 @@ def test_cells_keep_every_bit_of_a_float_through_the_file(tmp_path: Path) -> Non
 # --- the library's experiments --------------------------------------------------------------------
 
 
-def _run_sweep(experiment: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), experiment, *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=TIMEOUT,
-    )
-
-
 def _same_arrays(a: Path, b: Path) -> bool:
     with np.load(a) as x, np.load(b) as y:
         return sorted(x.files) == sorted(y.files) and all(
@@ -484,15 +476,11 @@ def test_an_attention_sweep_run_is_bit_identical_to_the_single_run_script(
     )
     assert proc.returncode == 0, proc.stderr
     args = ["--set", "attention=kq", "--set", "steps=40", "--seeds", "2", "--out", str(out)]
-    swept = _run_sweep("attention", *args, "--scheduler", scheduler)
+    swept = _script(*args, "--scheduler", scheduler, experiment="attention")
     assert swept.returncode == 0, swept.stderr
     (run,) = plan_sweep("attention", {}, {"attention": "kq", "steps": 40}, [2]).runs
-    metrics = json.loads((single / "metrics.json").read_text())
-    expected = result_row(run, {"metrics": {**metrics, "task": "iris-in-context"}, "seconds": 0})
-    (row,) = Table(out / "results.csv").rows
-    assert {k: v for k, v in row.items() if k != "wall_seconds"} == {
-        k: v for k, v in expected.items() if k != "wall_seconds"
-    }
+    metrics = {**json.loads((single / "metrics.json").read_text()), "task": "iris-in-context"}
+    assert_same_results(out, {run.run_id: result_row(run, {"metrics": metrics, "seconds": 0})})
     assert _same_arrays(single / "params.npz", out / "runs" / run.run_id / "params.npz")
     assert _same_arrays(single / "snapshots.npz", out / "runs" / run.run_id / "snapshots.npz")
 
@@ -504,18 +492,8 @@ def test_mlp_sweep_runs_are_bit_identical_to_runs_in_this_process_and_a_divergen
 
     out = tmp_path / "sweep"
     fixed = ["--set", "epochs=4", "--set", "hidden=5", "--set", "scale=10"]
-    swept = _run_sweep(
-        "mlp",
-        "--grid",
-        "lr=0.1,1e30",
-        *fixed,
-        "--seeds",
-        "1",
-        "--out",
-        str(out),
-        "--scheduler",
-        scheduler,
-    )
+    args = ["--grid", "lr=0.1,1e30", *fixed, "--seeds", "1", "--out", str(out)]
+    swept = _script(*args, "--scheduler", scheduler, experiment="mlp")
     assert swept.returncode == 1, swept.stderr
     assert "1 runs finished, 0 already done, 1 failed (of 2)" in swept.stdout
     ok, diverged = plan_sweep(
@@ -524,12 +502,9 @@ def test_mlp_sweep_runs_are_bit_identical_to_runs_in_this_process_and_a_divergen
     (error,) = Table(out / "failed.csv").rows
     assert error["run_id"] == diverged.run_id
     assert error["error"].startswith("TrainingDiverged: training diverged at step")
-    (row,) = Table(out / "results.csv").rows
     here = tmp_path / "here"
-    expected = result_row(ok, {"metrics": run_experiment(ok.config, here), "seconds": 0.0})
-    assert {k: v for k, v in row.items() if k != "wall_seconds"} == {
-        k: v for k, v in expected.items() if k != "wall_seconds"
-    }
+    metrics = run_experiment(ok.config, here)
+    assert_same_results(out, {ok.run_id: result_row(ok, {"metrics": metrics, "seconds": 0.0})})
     assert _same_arrays(here / "params.npz", out / "runs" / ok.run_id / "params.npz")
 
 
@@ -540,16 +515,21 @@ def test_max_margin_sweep_runs_are_bit_identical_to_runs_in_this_process(
 
     out = tmp_path / "sweep"
     args = ["--grid", "textbook_backward=false,true", "--set", "steps=300", "--seeds", "0-1"]
-    swept = _run_sweep("max-margin", *args, "--out", str(out), "--scheduler", scheduler)
+    swept = _script(*args, "--out", str(out), "--scheduler", scheduler, experiment="max-margin")
     assert swept.returncode == 0, swept.stderr
-    rows = {r["run_id"]: r for r in Table(out / "results.csv").rows}
     plan = plan_sweep("max-margin", {"textbook_backward": [False, True]}, {"steps": 300}, [0, 1])
-    assert sorted(rows) == sorted(r.run_id for r in plan.runs)
+    here = tmp_path / "here"
+    assert_same_results(
+        out,
+        {
+            run.run_id: result_row(
+                run, {"metrics": run_experiment(run.config, here / run.run_id), "seconds": 0}
+            )
+            for run in plan.runs
+        },
+    )
     for run in plan.runs:
-        here = tmp_path / "here" / run.run_id
-        expected = result_row(run, {"metrics": run_experiment(run.config, here), "seconds": 0.0})
-        assert {k: v for k, v in rows[run.run_id].items() if k != "wall_seconds"} == {
-            k: v for k, v in expected.items() if k != "wall_seconds"
-        }
-        assert _same_arrays(here / "params.npz", out / "runs" / run.run_id / "params.npz")
+        assert _same_arrays(
+            here / run.run_id / "params.npz", out / "runs" / run.run_id / "params.npz"
+        )
     assert (out / "figures" / "correlation_vs_textbook_backward.png").is_file()
