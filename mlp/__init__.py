@@ -2,89 +2,55 @@
 
 Names other code relies on: ``init_params``, ``forward``, ``loss_and_grads``,
 ``forward_nonvectorized``, ``loss_and_grads_nonvectorized``; plus the stable numerics, the
-optimizers and the one trainer used by every model.
+optimizers and the one trainer used by every model. Each name is imported on first use
+(``import mlp`` itself loads nothing heavy).
 """
 
-from mlp.contract import contract
-from mlp.data import CLASS_NAMES, IrisSplit, load_iris_split
-from mlp.network import (
-    MLP,
-    accuracy,
-    backward,
-    forward,
-    forward_nonvectorized,
-    init_params,
-    loss_and_grads,
-    loss_and_grads_nonvectorized,
-    predict,
-    predict_proba,
-)
-from mlp.numerics import (
-    cross_entropy,
-    log_softmax,
-    logistic_loss,
-    logsumexp,
-    relu,
-    relu_grad,
-    softmax,
-    softmax_backward,
-    softmax_with_argmax,
-)
-from mlp.train import (
-    SGD,
-    Adam,
-    CheckpointError,
-    Dataset,
-    History,
-    NormalizedGD,
-    Stream,
-    Trainer,
-    TrainingDiverged,
-    TrainingInterrupted,
-    ZeroGradientError,
-    load_checkpoint,
-    make_optimizer,
-    make_schedule,
-    save_checkpoint,
-)
+from mlp._lazy import lazy_exports
 
-__all__ = [
-    "CLASS_NAMES",
-    "MLP",
-    "SGD",
-    "Adam",
-    "CheckpointError",
-    "Dataset",
-    "History",
-    "IrisSplit",
-    "NormalizedGD",
-    "Stream",
-    "Trainer",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "ZeroGradientError",
-    "accuracy",
-    "backward",
-    "contract",
-    "cross_entropy",
-    "forward",
-    "forward_nonvectorized",
-    "init_params",
-    "load_checkpoint",
-    "load_iris_split",
-    "log_softmax",
-    "logistic_loss",
-    "logsumexp",
-    "loss_and_grads",
-    "loss_and_grads_nonvectorized",
-    "make_optimizer",
-    "make_schedule",
-    "predict",
-    "predict_proba",
-    "relu",
-    "relu_grad",
-    "save_checkpoint",
-    "softmax",
-    "softmax_backward",
-    "softmax_with_argmax",
-]
+_EXPORTS = {
+    "mlp.contract": ("contract",),
+    "mlp.data": ("CLASS_NAMES", "IrisSplit", "load_iris_split"),
+    "mlp.network": (
+        "MLP",
+        "accuracy",
+        "backward",
+        "forward",
+        "forward_nonvectorized",
+        "init_params",
+        "loss_and_grads",
+        "loss_and_grads_nonvectorized",
+        "predict",
+        "predict_proba",
+    ),
+    "mlp.numerics": (
+        "cross_entropy",
+        "log_softmax",
+        "logistic_loss",
+        "logsumexp",
+        "relu",
+        "relu_grad",
+        "softmax",
+        "softmax_backward",
+        "softmax_with_argmax",
+    ),
+    "mlp.train": (
+        "SGD",
+        "Adam",
+        "CheckpointError",
+        "Dataset",
+        "History",
+        "NormalizedGD",
+        "Stream",
+        "Trainer",
+        "TrainingDiverged",
+        "TrainingInterrupted",
+        "ZeroGradientError",
+        "load_checkpoint",
+        "make_optimizer",
+        "make_schedule",
+        "save_checkpoint",
+    ),
+}
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
