@@ -247,8 +247,16 @@ class ContextWindowModel:
         return row
 
     def predict(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
-        """Predicted labels ``(n,)``: the sign (+1 on ties) for k = 1, else the argmax class."""
-        return self._classes(self.forward(X, Z))
+        """Predicted labels ``(n,)``: the sign (+1 on ties) for k = 1, else the argmax class.
+        Non-finite logits (an overflow) raise ``FloatingPointError``: no class is made up."""
+        z = self.forward(X, Z)
+        if not np.isfinite(z).all():
+            bad = int(np.count_nonzero(~np.isfinite(z).all(axis=1)))
+            raise FloatingPointError(
+                f"predict: the logits of {bad} of {len(z)} prompts are NaN or inf (overflow of "
+                f"{z.dtype}?): no class to predict"
+            )
+        return self._classes(z)
 
     def _classes(self, z: np.ndarray) -> np.ndarray:
         if self.n_classes == 1:

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from attnlab.model import weight_on_target
+from mlp.train.folders import save_figure
 from mlp.train.trainer import History
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def plot_attention_curves(
             ax.legend(frameon=False, loc="best")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)
 
@@ -206,7 +207,7 @@ def plot_attention_maps(
         elif j > 1:
             title += f" ({'mean over' if pool == 'mean' else 'last of'} {j} query columns)"
     fig.suptitle(title if note is None else f"{title}\n{note}", fontsize=11)
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)
 
@@ -260,7 +261,7 @@ def plot_target_weight(
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
     ax.set_title(title or f"Attention on the {target_name} during training")
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)
 
