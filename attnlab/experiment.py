@@ -8,7 +8,7 @@ holds the options of :data:`DEFAULTS` (``None``: the task's default, see :func:`
 :meth:`Experiment.save` writes the run folder; :func:`resume_experiment` continues one from its
 checkpoint; :func:`load` rebuilds the trained model and its snapshots from a run folder,
 checking every file against what it must hold. The run-folder rules (one run per folder,
-``metrics.json`` last, atomic writes, no links) are :mod:`mlp.train.folders`'.
+``metrics.json`` last, atomic writes, no links) are those of :mod:`mlp.train.folders`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from attnlab.max_margin import SETTINGS
 from attnlab.model import HEADS, POOLS, ContextWindowModel
 from attnlab.queries import ATTENTIONS
-from attnlab.tasks import TASKS, Task, make_task
+from attnlab.tasks import TASKS, Task, fixed_head, make_task
 from mlp.data import CLASS_NAMES
 from mlp.train.data import Dataset
 from mlp.train.folders import (
@@ -81,29 +82,6 @@ IRIS_DEFAULTS = {
 #: steps, and longer training only overfits the MLP head (test accuracy falls).
 IRIS_STEPS = {4: 6000, 2: 2000}
 
-#: The published settings of the two reproduction tasks: the head ``v`` is
-#: the task's fixed vector and only the attention is trained, full batch, normalized GD.
-REPRO_DEFAULTS = {
-    "max-margin": {
-        "attention": "cross",
-        "pool": "mean",
-        "head": "linear",
-        "context": 8,
-        "optimizer": "ngd",
-        "lr": 0.1,
-        "steps": 2000,
-    },
-    "prompt-norm": {
-        "attention": "prompt",
-        "pool": "mean",
-        "head": "linear",
-        "context": 7,
-        "optimizer": "ngd",
-        "lr": 0.1,
-        "steps": 200,
-    },
-}
-
 
 #: The options a resumed experiment may change; every other one is the run folder's own.
 CHANGEABLE_ON_RESUME = ("steps",)
@@ -135,7 +113,7 @@ def default_options(task: str = "iris-in-context", features: int | None = None) 
             opts["features"] = features
         opts["steps"] = IRIS_STEPS.get(opts["features"], IRIS_STEPS[4])
     else:
-        opts.update(REPRO_DEFAULTS[task])
+        opts.update(SETTINGS[task])  # the published settings, with the fixed head
     return opts
 
 
@@ -304,10 +282,7 @@ def prepare(
         n_classes=task.n_classes,
         seed=seed,
     )
-    trainable = None
-    if "v" in task.info and opts["head"] == "linear":
-        model.params["v"] = np.asarray(task.info["v"], dtype=model.dtype).reshape(task.d, 1)
-        trainable = [k for k in model.params if k != "v"]
+    trainable = fixed_head(task, model)
     index = _snapshot_index(task, opts["snapshots"])
     snapshot = task.test.subset(index)
     batch_size = opts["batch_size"]

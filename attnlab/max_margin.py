@@ -7,57 +7,107 @@ Selection in Attention Mechanism", arXiv 2306.13596, ``multi_input_converge``): 
 only ``p`` trained; under normalized GD ``||p||`` grows linearly, under plain GD slowly.
 
 ``max-margin-kq`` (the same paper, ``local_converge`` with the ``(K, Q)`` parametrization):
-the same cross attention with ``W = WK WQ^T`` and the two factors trained by per-factor
-normalized GD; the product's direction tends to the nuclear-norm SVM ``W_*``
+``cross-kq`` attention, ``W = WK WQ^T``, the two factors trained by per-factor normalized GD;
+the product's direction tends to the nuclear-norm SVM ``W_*``
 (:func:`attnlab.svm.attention_svm_nuclear`, which needs cvxpy).
 
-Each run records the trained parameter after every update (through the trainer's ``on_step``)
-and derives the curves from that trajectory. Axis ``s`` is the step: ``s = 0`` is the
-initialization, ``s = iterations`` the end.
+Every run is :class:`mlp.train.trainer.Trainer` on a :class:`attnlab.ContextWindowModel` built
+from :data:`SETTINGS`, with the task's fixed head (:func:`attnlab.tasks.fixed_head`). It records
+the trained parameter after every update and derives the curves from that trajectory. Axis ``s``
+is the step: ``s = 0`` is the initialization, ``s = steps`` the end.
+
+:func:`run_experiment` is one seed of ``max-margin`` as an experiment: a config dict (see
+:data:`DEFAULTS`) in, a run folder and its metrics out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from einops import rearrange
 
 from attnlab.model import ContextWindowModel
-from attnlab.svm import SVMSolution, attention_svm, attention_svm_nuclear, prompt_svm
-from attnlab.tasks import Task, max_margin, prompt_norm
+from attnlab.svm import SVMSolution, attention_svm, attention_svm_nuclear, cosines, prompt_svm
+from attnlab.tasks import Task, fixed_head, make_task
 from mlp.contract import contract
 from mlp.numerics import softmax
-from mlp.train.optim import SGD, NormalizedGD, ZeroGradientError
+from mlp.train.folders import save_arrays, write_json
+from mlp.train.optim import NormalizedGD, make_optimizer
 from mlp.train.trainer import Trainer
-from mlp.validation import choice, positive
+from mlp.validation import check_seed, choice, positive
 
 __all__ = [
+    "DEFAULTS",
+    "GD_LR",
     "INITS",
+    "INIT_MEANING",
     "KQ_INITS",
+    "SETTINGS",
     "MaxMarginKQRun",
     "MaxMarginRun",
     "PromptNormRun",
-    "kq_loss_and_grads",
+    "describe",
+    "resolve",
+    "run_experiment",
     "run_max_margin",
     "run_max_margin_kq",
     "run_prompt_norm",
 ]
 
+#: The published settings of the two tasks: the model (``attention``, ``pool``, ``head``), the
+#: prompt length ``context``, and the training (``optimizer``, ``lr``, ``steps``), full batch,
+#: the head fixed. prompt-norm runs 1000 steps, as in the paper (``||p||`` is read at step 200).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "max-margin": {
+        "attention": "cross",
+        "pool": "mean",
+        "head": "linear",
+        "context": 8,
+        "optimizer": "ngd",
+        "lr": 0.1,
+        "steps": 2000,
+    },
+    "prompt-norm": {
+        "attention": "prompt",
+        "pool": "mean",
+        "head": "linear",
+        "context": 7,
+        "optimizer": "ngd",
+        "lr": 0.1,
+        "steps": 1000,
+    },
+}
+#: prompt-norm's comparison: plain gradient descent with this learning rate.
+GD_LR = 1.0
+#: How a trained parameter ``(d, ...)`` starts, by name.
+INIT_MEANING = {
+    "zero": "0",
+    "uniform": "U(-1/sqrt(d), 1/sqrt(d)) drawn by default_rng(seed)",
+    "small": "N(0, (0.1/sqrt(d))^2) drawn by default_rng(seed)",
+}
+INITS = ("zero", "uniform")  # of max-margin's W
+KQ_INITS = ("uniform", "small")  # of the factors: at zero both factor gradients are zero
+
 
 @dataclass(frozen=True)
-class MaxMarginRun:
-    """One seed of ``max-margin``: curves over the steps ``s = 0..iterations``.
+class _CrossRun:
+    """What a cross-attention run of ``max-margin`` records, as curves over the steps
+    ``s = 0..steps`` of its ``W_s (d, d)``.
 
-    ``correlation (s,)``: ``<W_s, W_mm> / (||W_s|| ||W_mm||)``; ``probability (s,)``: the
-    softmax weight of the selected token, mean over prompts; ``norm (s,)``: ``||W_s||_F``.
-    ``selected (n,)``: the token each prompt's trained softmax selects (argmax at the end);
-    ``optimal (n,)``: the task's globally optimal token (best ``y_i v^T x_it``); ``settled``:
-    the first step from which the argmax is ``selected`` in every prompt; ``svm``: the attention
-    SVM of ``selected``; ``stop_reason``: the trainer's (``'completed'`` or why it stopped).
+    ``correlation (s,)``: ``<W_s, W_mm> / (||W_s|| ||W_mm||)`` (the kq run: with ``W_*``);
+    ``probability (s,)``: the softmax weight of the selected token, mean over prompts;
+    ``norm (s,)``: ``||W_s||_F``. ``selected (n,)``: the token each prompt's trained softmax
+    selects (argmax at the end); ``optimal (n,)``: the task's globally optimal token (best
+    ``y_i v^T x_it``); ``settled``: the first step from which the argmax is ``selected`` in every
+    prompt; ``svm``: the (Frobenius) attention SVM ``W_mm`` of ``selected``; ``stop_reason``: the
+    trainer's (``'completed'`` or why it stopped).
     """
 
     seed: int
-    textbook_backward: bool
     correlation: np.ndarray
     probability: np.ndarray
     norm: np.ndarray
@@ -69,8 +119,36 @@ class MaxMarginRun:
 
 
 @dataclass(frozen=True)
+class MaxMarginRun(_CrossRun):
+    """One seed of ``max-margin`` (the fields of :class:`_CrossRun`), with
+    ``textbook_backward`` and ``model``: the trained model (its final ``params`` and its
+    ``config``)."""
+
+    textbook_backward: bool
+    model: ContextWindowModel
+
+
+@dataclass(frozen=True)
+class MaxMarginKQRun(_CrossRun):
+    """One seed of ``max-margin-kq``, for the product ``W_s = WK_s WQ_s^T``: the fields of
+    :class:`_CrossRun`, with ``correlation`` against the nuclear-norm SVM ``W_*``.
+
+    ``correlation_frobenius (s,)``: the correlation with the Frobenius SVM ``W_mm`` (``svm``);
+    ``nuclear``: the nuclear-norm SVM of ``selected``. ``rank``: the inner dimension ``r`` of
+    ``WK, WQ (d, r)``. ``stopped``: the step at which the gradient became exactly zero in float64
+    (every non-selected softmax weight underflowed), or ``steps``; the factors cannot move after
+    it, so the curves hold their last value.
+    """
+
+    rank: int
+    correlation_frobenius: np.ndarray
+    nuclear: SVMSolution
+    stopped: int
+
+
+@dataclass(frozen=True)
 class PromptNormRun:
-    """``prompt-norm`` under one optimizer: curves over the steps ``s = 0..iterations``.
+    """``prompt-norm`` under one optimizer: curves over the steps ``s = 0..steps``.
 
     ``norm (s,)``: ``||p_s||``; ``probability (s,)``: the softmax weight of the optimal token
     (token 0), mean over prompts; ``correlation (s,)``: ``<p_s, p_mm> / (||p_s|| ||p_mm||)``
@@ -86,272 +164,307 @@ class PromptNormRun:
     stop_reason: str
 
 
+def _build(
+    name: str, seed: int, **model_options: Any
+) -> tuple[Task, ContextWindowModel, list[str]]:
+    """Task ``name`` of ``seed`` and its model from :data:`SETTINGS` (``model_options``
+    override), with the task's fixed head; returns ``(task, model, trainable keys)``."""
+    s = SETTINGS[name]
+    task = make_task(name, context=s["context"], seed=seed)
+    options = {"attention": s["attention"], "pool": s["pool"], "head": s["head"], **model_options}
+    model = ContextWindowModel(task.d, **options)
+    return task, model, fixed_head(task, model)
+
+
+def describe(name: str, **model_options: Any) -> dict[str, Any]:
+    """What a run of task ``name`` is built from, from the code's values: the task's name and
+    sizes, the model's constructor arguments and the trained keys (seed 0's)."""
+    task, model, trainable = _build(name, 0, **model_options)
+    n, d, c = task.train.X.shape
+    return {
+        "task": {"name": name, "n": n, "d": d, "context": c},
+        "model": model.config,
+        "trainable": trainable,
+    }
+
+
+def _init(shape: tuple[int, ...], init: str, rng: np.random.Generator) -> np.ndarray:
+    """A parameter of ``shape (d, ...)`` drawn as :data:`INIT_MEANING` says."""
+    if init == "zero":
+        return np.zeros(shape)
+    if init == "uniform":
+        bound = 1.0 / np.sqrt(shape[0])
+        return rng.uniform(-bound, bound, shape)
+    return (0.1 / np.sqrt(shape[0])) * rng.standard_normal(shape)
+
+
 def _train(
     model: ContextWindowModel,
     task: Task,
-    key: str,
-    optimizer: NormalizedGD | SGD,
+    trainable: list[str],
+    optimizer: Any,
     lr: float,
-    iterations: int,
-) -> tuple[np.ndarray, str]:
-    """Full-batch training of ``model.params[key]`` only; its trajectory ``(s, ...)``."""
-    trajectory = np.empty((iterations + 1, *model.params[key].shape))
-    trajectory[0] = model.params[key]
+    steps: int,
+    record: Callable[[dict[str, np.ndarray]], np.ndarray],
+    progress: bool | None,
+) -> tuple[np.ndarray, Trainer]:
+    """Full-batch training of the ``trainable`` keys; the trajectory ``(s, ...)`` of
+    ``record(params)``. A run stopped early (an exactly zero gradient: the parameters cannot
+    move any more) holds its last value to ``s = steps``."""
+    first = record(model.params)
+    trajectory = np.empty((steps + 1, *first.shape))
+    trajectory[0] = first
 
-    def record(step: int, params: dict[str, np.ndarray]) -> None:
-        trajectory[step] = params[key]
+    def on_step(step: int, params: dict[str, np.ndarray]) -> None:
+        trajectory[step] = record(params)
 
     trainer = Trainer(
         model,
         optimizer,
         task.train,
-        steps=iterations,
+        steps=steps,
         lr=lr,
-        trainable=[key],
-        eval_every=iterations,
-        progress=False,
-        on_step=record,
+        trainable=trainable,
+        eval_every=steps,
+        progress=progress,
+        description=f"{task.name}, {model.attention} attention",
+        on_step=on_step,
     )
     trainer.run()
-    return trajectory[: trainer.step + 1], trainer.stop_reason
+    trajectory[trainer.step + 1 :] = trajectory[trainer.step]
+    return trajectory, trainer
 
 
-def _cosines(trajectory: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``<P_s, T> / (||P_s|| ||T||)`` for each step ``s`` (NaN where ``P_s = 0``)."""
-    flat = trajectory.reshape(len(trajectory), -1)
-    norms = np.linalg.norm(flat, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return flat @ target.ravel() / (norms * np.linalg.norm(target))
+def _norms(trajectory: np.ndarray) -> np.ndarray:
+    """``||P_s||_F`` for each step of a trajectory ``(s, ...)``."""
+    return np.linalg.norm(rearrange(trajectory, "s ... -> s (...)"), axis=1)
 
 
-INITS = ("zero", "uniform")
+def _weight_of(S: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """The softmax weight of token ``tokens[i]`` in prompt ``i``, mean over prompts: ``S (s, n,
+    c)``, ``tokens (n,)`` -> ``(s,)``."""
+    return S[:, np.arange(S.shape[1]), tokens].mean(axis=1)
 
 
-def _selection(
-    Ws: np.ndarray, X: np.ndarray, Z: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """What a cross-attention trajectory ``Ws (s, e, d)`` selects on prompts ``X (n, d, c)``
-    with queries ``Z (n, d, 1)``: ``selected (n,)`` (the argmax of the last softmax), its
-    weight per step ``probability (s,)`` (mean over prompts), ``norm (s,)`` (``||W_s||_F``) and
-    ``settled``: the first step from which every prompt's argmax is ``selected``."""
+def _cross_run(seed: int, task: Task, Ws: np.ndarray, trainer: Trainer) -> dict[str, Any]:
+    """The fields of :class:`_CrossRun` from a trajectory ``Ws (s, e, d)`` on ``task``: what it
+    selects on prompts ``X (n, d, c)`` with queries ``Z (n, d, 1)`` (the argmax of the last
+    softmax), that token's weight per step, the step from which every prompt's argmax stays
+    the selected token, and the attention SVM of the selection."""
+    X, Z = task.train.X, task.train.inputs["Z"]
     WZ = contract("s e d, n d j -> s n e j", Ws, Z)
     S = softmax(contract("n e c, s n e j -> s n c j", X, WZ)[..., 0], axis=2)  # (s, n, c)
     selected = np.argmax(S[-1], axis=1)
-    probability = S[:, np.arange(X.shape[0]), selected].mean(axis=1)
-    norm = np.linalg.norm(Ws.reshape(len(Ws), -1), axis=1)
     changed = np.flatnonzero(np.any(np.argmax(S, axis=2) != selected, axis=1))
-    return selected, probability, norm, int(changed[-1] + 1) if changed.size else 0
+    svm = attention_svm(X, Z, selected)
+    return {
+        "seed": seed,
+        "correlation": cosines(Ws, svm.solution),
+        "probability": _weight_of(S, selected),
+        "norm": _norms(Ws),
+        "selected": selected,
+        "optimal": np.asarray(task.train.target),
+        "settled": int(changed[-1] + 1) if changed.size else 0,
+        "svm": svm,
+        "stop_reason": trainer.stop_reason,
+    }
 
 
 def run_max_margin(
     seed: int,
-    iterations: int = 2000,
-    lr: float = 0.1,
+    steps: int = SETTINGS["max-margin"]["steps"],
+    lr: float = SETTINGS["max-margin"]["lr"],
     textbook_backward: bool = False,
     init: str = "zero",
+    progress: bool | None = False,
 ) -> MaxMarginRun:
     """Train ``max-margin`` seed ``seed`` (data and init) and compare ``W`` with ``W_mm``.
 
     The data is :func:`attnlab.tasks.max_margin` (n = 6 prompts, c = 8 tokens, d = 10); the
-    model is ``ContextWindowModel(d, attention="cross", pool="mean", head="linear")`` with the
-    task's fixed unit head ``v (d, 1)``. ``W (d, d)`` starts from ``0`` (``init="zero"``: the
-    softmax is uniform and the run is a function of the data alone) or from
-    ``U(-1/sqrt(d), 1/sqrt(d))`` drawn by ``default_rng(seed)`` (``init="uniform"``: the scale of
-    PyTorch's default ``nn.Linear`` init, which the papers use unseeded), and is trained alone
-    by full-batch normalized GD, ``W <- W - lr g / ||g||_F`` with no epsilon, for ``iterations``
-    steps. ``textbook_backward=True`` uses the textbook softmax backward (which loses its
-    digits once the softmax saturates).
+    model is ``ContextWindowModel(d, attention="cross", pool="mean", head="linear")``
+    (:data:`SETTINGS`) with the task's fixed unit head ``v (d, 1)``. ``W (d, d)`` starts from
+    ``0`` (``init="zero"``: the softmax is uniform and the run is a function of the data alone)
+    or from ``U(-1/sqrt(d), 1/sqrt(d))`` drawn by ``default_rng(seed)`` (``init="uniform"``: the
+    scale of PyTorch's default ``nn.Linear`` init, which the papers use unseeded), and is trained
+    alone by full-batch normalized GD, ``W <- W - lr g / ||g||_F`` with no epsilon, for
+    ``steps`` steps. ``textbook_backward=True`` uses the textbook softmax backward (which loses
+    its digits once the softmax saturates). ``progress``: the trainer's progress bar.
     """
-    positive("iterations", iterations, integer=True)
+    positive("steps", steps, integer=True)
     positive("lr", lr)
     choice("init", init, INITS)
-    task = max_margin(seed=seed)
-    X, Z, d = task.train.X, task.train.Z, task.d
-    model = ContextWindowModel(
-        d, attention="cross", pool="mean", head="linear", textbook_backward=textbook_backward
-    )
-    model.params["v"] = task.info["v"][:, None].copy()
-    if init == "zero":
-        model.params["W"] = np.zeros((d, d))
-    else:
-        bound = 1.0 / np.sqrt(d)
-        model.params["W"] = np.random.default_rng(seed).uniform(-bound, bound, (d, d))
-    Ws, stop_reason = _train(model, task, "W", NormalizedGD(), lr, iterations)
-    selected, probability, norm, settled = _selection(Ws, X, Z)
-    svm = attention_svm(X, Z, selected)
+    task, model, trainable = _build("max-margin", seed, textbook_backward=textbook_backward)
+    model.params["W"] = _init((task.d, task.d), init, np.random.default_rng(seed))
+    optimizer = make_optimizer(SETTINGS["max-margin"]["optimizer"])
+    Ws, trainer = _train(model, task, trainable, optimizer, lr, steps, lambda p: p["W"], progress)
     return MaxMarginRun(
-        seed=seed,
-        textbook_backward=textbook_backward,
-        correlation=_cosines(Ws, svm.solution),
-        probability=probability,
-        norm=norm,
-        selected=selected,
-        optimal=np.asarray(task.train.target),
-        settled=settled,
-        svm=svm,
-        stop_reason=stop_reason,
+        **_cross_run(seed, task, Ws, trainer), textbook_backward=textbook_backward, model=model
     )
-
-
-@dataclass(frozen=True)
-class MaxMarginKQRun:
-    """One seed of ``max-margin-kq``: curves over the steps ``s = 0..iterations`` of the product
-    ``W_s = WK_s WQ_s^T (d, d)``.
-
-    ``correlation (s,)``: ``<W_s, W_*> / (||W_s|| ||W_*||)`` with the nuclear-norm SVM ``W_*``;
-    ``correlation_frobenius (s,)``: the same with the Frobenius SVM ``W_mm``; ``probability``,
-    ``norm``, ``selected``, ``optimal``, ``settled`` as in :class:`MaxMarginRun`. ``svm``: the
-    Frobenius SVM and ``nuclear``: the nuclear-norm SVM, both of ``selected``. ``rank``: the
-    inner dimension ``r`` of ``WK, WQ (d, r)``. ``stopped``: the step at which the gradient
-    became exactly zero in float64 (every non-selected softmax weight underflowed), or
-    ``iterations``; the factors cannot move after it, so the curves hold their last value.
-    """
-
-    seed: int
-    rank: int
-    correlation: np.ndarray
-    correlation_frobenius: np.ndarray
-    probability: np.ndarray
-    norm: np.ndarray
-    selected: np.ndarray
-    optimal: np.ndarray
-    settled: int
-    svm: SVMSolution
-    nuclear: SVMSolution
-    stopped: int
-    stop_reason: str
-
-
-KQ_INITS = ("uniform", "small")
-
-
-def kq_loss_and_grads(
-    model: ContextWindowModel,
-    WK: np.ndarray,
-    WQ: np.ndarray,
-    X: np.ndarray,
-    y: np.ndarray,
-    Z: np.ndarray,
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Loss and factor gradients of a cross-attention ``model`` at ``W = WK WQ^T``.
-
-    ``WK, WQ (d, r)``; ``X (n, d, c)``, ``y (n,)``, ``Z (n, d, j)``. The scores are
-    ``x_t^T WK WQ^T z``. Sets ``model.params['W'] = WK WQ^T``, takes ``dW (d, d)`` from
-    ``model.loss_and_grads`` and applies the chain rule: ``dWK = dW WQ``, ``dWQ = dW^T WK``
-    (both ``(d, r)``). Returns ``(loss, dWK, dWQ)``.
-    """
-    if model.attention != "cross":
-        raise ValueError(f"model: expected attention 'cross', received {model.attention!r}")
-    d = model.params["W"].shape[0]
-    for name, F in (("WK", WK), ("WQ", WQ)):
-        if F.ndim != 2 or F.shape[0] != d:
-            raise ValueError(f"{name}: expected shape (d={d}, r), received {F.shape}")
-    if WK.shape != WQ.shape:
-        raise ValueError(f"WQ: expected the shape of WK {WK.shape}, received {WQ.shape}")
-    model.params["W"] = WK @ WQ.T
-    loss, grads = model.loss_and_grads(X, y, Z)
-    dW = grads["W"]
-    return loss, dW @ WQ, dW.T @ WK
 
 
 def run_max_margin_kq(
     seed: int,
-    iterations: int = 2000,
-    lr: float = 0.1,
+    steps: int = SETTINGS["max-margin"]["steps"],
+    lr: float = SETTINGS["max-margin"]["lr"],
     rank: int | None = None,
     init: str = "uniform",
+    progress: bool | None = False,
 ) -> MaxMarginKQRun:
     """Train ``max-margin`` seed ``seed`` with ``W = WK WQ^T`` and compare with ``W_*``.
 
-    Data, model and head as in :func:`run_max_margin`; ``WK, WQ (d, r)`` with ``r = rank``
-    (``d`` if None). The factors start random, drawn by ``default_rng(seed)``: ``init="uniform"``
+    Data, model and head as in :func:`run_max_margin`, with ``attention="cross-kq"``: the
+    scores are ``x_t^T WK WQ^T z`` with ``WK, WQ (d, r)``, ``r = rank`` (``d`` if None). The
+    factors start random, drawn by ``default_rng(seed)``: ``init="uniform"``
     ``U(-1/sqrt(d), 1/sqrt(d))`` (PyTorch's default ``nn.Linear`` scale, as in the papers) or
     ``init="small"`` ``N(0, (0.1/sqrt(d))^2)``; not zero, where both factor gradients are zero.
     Each step is per-factor normalized GD (``NormalizedGD(per_param=True)``): ``WK <- WK - lr
-    dWK / ||dWK||`` and the same for ``WQ``, with the gradients of :func:`kq_loss_and_grads`.
-    A short explicit loop instead of :class:`mlp.train.trainer.Trainer`, whose model would need
-    ``WK, WQ`` as parameters. Since each factor grows by up to ``lr`` per step, ``||W||`` grows
-    quadratically and the softmax saturates within a few hundred steps; once the gradient is
-    exactly zero in float64 the run stops (``stopped``). Needs cvxpy for ``W_*``.
+    dWK / ||dWK||`` and the same for ``WQ``. Since each factor grows by up to ``lr`` per step,
+    ``||W||`` grows quadratically and the softmax saturates within a few hundred steps; once
+    the gradient is exactly zero in float64 the run stops (``stopped``). Needs cvxpy for
+    ``W_*``.
     """
-    positive("iterations", iterations, integer=True)
+    positive("steps", steps, integer=True)
     positive("lr", lr)
     choice("init", init, KQ_INITS)
-    task = max_margin(seed=seed)
-    X, Z, y, d = task.train.X, task.train.Z, task.train.y, task.d
-    r = d if rank is None else rank
-    positive("rank", r, integer=True)
-    model = ContextWindowModel(d, attention="cross", pool="mean", head="linear")
-    model.params["v"] = task.info["v"][:, None].copy()
+    task, model, trainable = _build("max-margin", seed, attention="cross-kq", rank=rank)
     rng = np.random.default_rng(seed)
-    if init == "uniform":
-        bound = 1.0 / np.sqrt(d)
-        factors = {k: rng.uniform(-bound, bound, (d, r)) for k in ("WK", "WQ")}
-    else:
-        factors = {k: (0.1 / np.sqrt(d)) * rng.standard_normal((d, r)) for k in ("WK", "WQ")}
-    optimizer = NormalizedGD(per_param=True)
-    Ws = np.empty((iterations + 1, d, d))
-    Ws[0] = factors["WK"] @ factors["WQ"].T
-    stopped, stop_reason = iterations, "completed"
-    for step in range(iterations):
-        _, dWK, dWQ = kq_loss_and_grads(model, factors["WK"], factors["WQ"], X, y, Z)
-        try:
-            optimizer.step(factors, {"WK": dWK, "WQ": dWQ}, lr)
-        except ZeroGradientError as err:
-            stopped, stop_reason = step, f"stopped at step {step + 1}: {err}"
-            Ws[step + 1 :] = Ws[step]
-            break
-        Ws[step + 1] = factors["WK"] @ factors["WQ"].T
-    selected, probability, norm, settled = _selection(Ws, X, Z)
-    svm = attention_svm(X, Z, selected)
-    nuclear = attention_svm_nuclear(X, Z, selected)
+    for key in ("WK", "WQ"):
+        model.params[key] = _init((task.d, model.rank), init, rng)
+    Ws, trainer = _train(
+        model,
+        task,
+        trainable,
+        NormalizedGD(per_param=True),
+        lr,
+        steps,
+        lambda p: p["WK"] @ p["WQ"].T,
+        progress,
+    )
+    run = _cross_run(seed, task, Ws, trainer)
+    nuclear = attention_svm_nuclear(task.train.X, task.train.inputs["Z"], run["selected"])
     return MaxMarginKQRun(
-        seed=seed,
-        rank=r,
-        correlation=_cosines(Ws, nuclear.solution),
-        correlation_frobenius=_cosines(Ws, svm.solution),
-        probability=probability,
-        norm=norm,
-        selected=selected,
-        optimal=np.asarray(task.train.target),
-        settled=settled,
-        svm=svm,
+        **{**run, "correlation": cosines(Ws, nuclear.solution)},
+        rank=model.rank,
+        correlation_frobenius=run["correlation"],
         nuclear=nuclear,
-        stopped=stopped,
-        stop_reason=stop_reason,
+        stopped=trainer.step,
     )
 
 
-OPTIMIZERS = ("ngd", "gd")
+#: prompt-norm's optimizers: normalized GD, or plain GD (the trainer's ``sgd``, full batch).
+OPTIMIZERS = {"ngd": "ngd", "gd": "sgd"}
 
 
-def run_prompt_norm(optimizer: str, lr: float, iterations: int = 1000) -> PromptNormRun:
+def run_prompt_norm(
+    optimizer: str,
+    lr: float,
+    steps: int = SETTINGS["prompt-norm"]["steps"],
+    progress: bool | None = False,
+) -> PromptNormRun:
     """Train ``prompt-norm``'s ``p (d, 1)`` from ``p = 0`` with ``'ngd'`` or ``'gd'``.
 
     The data is :func:`attnlab.tasks.prompt_norm` (n = 3 prompts, c = 7 tokens, d = 3, token 0
     optimal, all labels +1); the model is ``ContextWindowModel(3, attention="prompt",
-    pool="mean", head="linear")`` with the fixed head ``v = e3``. The scores are ``X^T p`` on all
-    three coordinates (the paper masks the third one with ``K = Q = diag(1, 1, 0)``).
+    pool="mean", head="linear")`` (:data:`SETTINGS`) with the fixed head ``v = e3``. The scores
+    are ``X^T p`` on all three coordinates (the paper masks the third one with
+    ``K = Q = diag(1, 1, 0)``).
     """
-    choice("optimizer", optimizer, OPTIMIZERS)
-    positive("iterations", iterations, integer=True)
+    choice("optimizer", optimizer, tuple(OPTIMIZERS))
+    positive("steps", steps, integer=True)
     positive("lr", lr)
-    task = prompt_norm()
-    X = task.train.X
-    model = ContextWindowModel(task.d, attention="prompt", pool="mean", head="linear")
-    model.params["v"] = task.info["v"][:, None].copy()
+    task, model, trainable = _build("prompt-norm", 0)
     model.params["p"] = np.zeros((task.d, 1))
-    opt = NormalizedGD() if optimizer == "ngd" else SGD()
-    Ps, stop_reason = _train(model, task, "p", opt, lr, iterations)
+    opt = make_optimizer(OPTIMIZERS[optimizer])
+    Ps, trainer = _train(model, task, trainable, opt, lr, steps, lambda p: p["p"], progress)
+    X = task.train.X
     S = softmax(contract("n d c, s d j -> s n c j", X, Ps)[..., 0], axis=2)  # (s, n, c)
     target = np.asarray(task.train.target)
     svm = prompt_svm(X, target)
     return PromptNormRun(
         optimizer=optimizer,
         lr=float(lr),
-        norm=np.linalg.norm(Ps.reshape(len(Ps), -1), axis=1),
-        probability=S[:, np.arange(X.shape[0]), target].mean(axis=1),
-        correlation=_cosines(Ps, svm.solution),
+        norm=_norms(Ps),
+        probability=_weight_of(S, target),
+        correlation=cosines(Ps, svm.solution),
         svm=svm,
-        stop_reason=stop_reason,
+        stop_reason=trainer.stop_reason,
     )
+
+
+# --- one seed of max-margin as an experiment: config in, run folder and metrics out ---------
+
+#: Every option of :func:`run_experiment` and its default.
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "steps": SETTINGS["max-margin"]["steps"],
+    "lr": SETTINGS["max-margin"]["lr"],
+    "init": "zero",
+    "textbook_backward": False,
+}
+
+
+def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` completed by :data:`DEFAULTS` and checked: an unknown key or a bad value
+    raises ``ValueError`` (``TypeError`` for a non-boolean ``textbook_backward``) naming it."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config: expected a mapping of options, received {type(config).__name__}")
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"config: unknown option(s) {unknown}; expected some of {list(DEFAULTS)}")
+    cfg = {**DEFAULTS, **config}
+    cfg["seed"] = check_seed(cfg["seed"])
+    positive("steps", cfg["steps"], integer=True)
+    positive("lr", cfg["lr"])
+    choice("init", cfg["init"], INITS)
+    if not isinstance(cfg["textbook_backward"], (bool, np.bool_)):
+        raise TypeError(
+            f"textbook_backward: expected True or False, received {cfg['textbook_backward']!r}"
+        )
+    return cfg
+
+
+def run_experiment(
+    config: Mapping[str, Any], run_dir: str | Path, *, progress: bool | None = None
+) -> dict[str, Any]:
+    """One seed of ``max-margin`` (:func:`run_max_margin` with the options of ``config``, see
+    :data:`DEFAULTS`), written to the run folder ``run_dir``.
+
+    Writes ``config.json`` (the resolved options, :data:`SETTINGS`' ``max-margin`` entry and
+    :func:`describe`'s task, model constructor arguments and trained keys), ``metrics.json``,
+    ``curves.npz`` (``correlation``, ``probability``, ``norm``, each ``(s,)`` for ``s =
+    0..steps``), ``params.npz`` (the trained model's parameters: ``W (d, d)`` and the fixed
+    ``v (d, 1)``) and ``correlation.png``. Returns the metrics: the final ``correlation`` with
+    ``W_mm``, ``probability`` of the selected token and ``norm`` ``||W||_F``, the step at which
+    the selection ``settled``, and the trainer's ``stop_reason``.
+    """
+    from attnlab.plots import plot_max_margin_run  # matplotlib only when a run is written
+
+    cfg = resolve(config)
+    run = run_max_margin(
+        cfg["seed"],
+        cfg["steps"],
+        cfg["lr"],
+        textbook_backward=bool(cfg["textbook_backward"]),
+        init=cfg["init"],
+        progress=progress,
+    )
+    metrics = {
+        "correlation": float(run.correlation[-1]),
+        "probability": float(run.probability[-1]),
+        "norm": float(run.norm[-1]),
+        "settled": run.settled,
+        "stop_reason": run.stop_reason,
+    }
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(
+        out / "config.json", {**cfg, "settings": SETTINGS["max-margin"], **describe("max-margin")}
+    )
+    write_json(out / "metrics.json", metrics)
+    save_arrays(
+        out / "curves.npz",
+        {"correlation": run.correlation, "probability": run.probability, "norm": run.norm},
+    )
+    save_arrays(out / "params.npz", run.model.params)
+    plot_max_margin_run(out / "correlation.png", run)
+    return metrics

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 import mlp
 from attnlab.attention import AttentionCache, _forward, attend_backward, check_prompts
-from attnlab.queries import ATTENTIONS, init_query_params, make_query, query_backward
+from attnlab.queries import ATTENTIONS, CROSS, init_query_params, make_query, query_backward
 from mlp.contract import contract
 from mlp.validation import (
     as_float_array,
@@ -65,10 +65,11 @@ class ContextWindowModel:
     """``ContextWindowModel(d, attention="self", pool="mean", head="linear", n_classes=1,
     n_queries=1, rank=None, hidden=16, seed=0)``.
 
-    ``attention`` in ``prompt, self, kq, cross``; ``pool`` in ``mean, last``; ``head`` in
-    ``linear, mlp``. ``n_classes=1``: one logit, logistic loss, labels in {-1, +1}; ``>= 2``:
-    cross-entropy, labels in ``0..k-1``. ``n_queries`` is ``j`` for prompt attention, ``rank``
-    is ``r`` for kq (None: ``r = d``), ``hidden`` is ``m`` for the MLP head.
+    ``attention`` in ``prompt, self, kq, cross, cross-kq`` (the cross variants take queries
+    ``Z``); ``pool`` in ``mean, last``; ``head`` in ``linear, mlp``. ``n_classes=1``: one
+    logit, logistic loss, labels in {-1, +1}; ``>= 2``: cross-entropy, labels in ``0..k-1``.
+    ``n_queries`` is ``j`` for prompt attention, ``rank`` is ``r`` for kq and cross-kq (None:
+    ``r = d``), ``hidden`` is ``m`` for the MLP head.
 
     ``params``: the attention's (``p`` or ``W`` or ``WK, WQ``) then the head's (``v (d, k)`` or
     ``W1, b1, W2, b2``); a key can be replaced by assignment. ``dtype=np.float32`` makes float32
@@ -160,9 +161,11 @@ class ContextWindowModel:
                 f"X: expected d={self.d} features per token (the model's d), received shape "
                 f"{X.shape} with d={X.shape[1]}"
             )
-        if self.attention == "cross":
+        if self.attention in CROSS:
             if Z is None:
-                raise ValueError("Z: cross attention needs the queries Z of shape (n, d, j)")
+                raise ValueError(
+                    f"Z: {self.attention} attention needs the queries Z of shape (n, d, j)"
+                )
             Z = as_float_array("Z", Z, ndim=3)
             if Z.shape[:2] != X.shape[:2] or Z.shape[2] == 0:
                 raise ValueError(

@@ -1,14 +1,18 @@
 """How each attention variant makes its query ``Q`` from its parameters, and how ``dQ`` flows back.
 
-| attention | parameters                  | query             | scores of prompt i     |
-| --------- | --------------------------- | ----------------- | ---------------------- |
-| prompt    | ``p (d, j)``                | ``Q = p`` shared  | ``X^T p (c, j)``       |
-| self      | ``W (d, d)``                | ``Q = W X``       | ``X^T W X (c, c)``     |
-| kq        | ``WK (d, r)``, ``WQ (d, r)``| ``Q = WK WQ^T X`` | ``X^T WK WQ^T X``      |
-| cross     | ``W (d, d)``                | ``Q = W Z``       | ``X^T W Z (c, j)``     |
+| attention | parameters                   | query             | scores of prompt i       |
+| --------- | ---------------------------- | ----------------- | ------------------------ |
+| prompt    | ``p (d, j)``                 | ``Q = p`` shared  | ``X^T p (c, j)``         |
+| self      | ``W (d, d)``                 | ``Q = W X``       | ``X^T W X (c, c)``       |
+| kq        | ``WK (d, r)``, ``WQ (d, r)`` | ``Q = WK WQ^T X`` | ``X^T WK WQ^T X``        |
+| cross     | ``W (d, d)``                 | ``Q = W Z``       | ``X^T W Z (c, j)``       |
+| cross-kq  | ``WK (d, r)``, ``WQ (d, r)`` | ``Q = WK WQ^T Z`` | ``X^T WK WQ^T Z (c, j)`` |
 
-``make_query(kind, params, X, Z) -> (Q, aux)`` and ``query_backward(kind, params, dQ, X, Z, aux)
--> grads``. Axis names: ``e`` is the second copy of ``d`` (rows of ``W``), ``r`` the rank of kq.
+The cross variants (:data:`CROSS`) take a second input, the queries ``Z (n, d, j)``. cross-kq is
+cross attention at ``W = WK WQ^T``: its backward is cross's ``dW`` and the chain rule
+``dWK = dW WQ``, ``dWQ = dW^T WK``. ``make_query(kind, params, X, Z) -> (Q, aux)`` and
+``query_backward(kind, params, dQ, X, Z, aux) -> grads``. Axis names: ``e`` is the second copy of
+``d`` (rows of ``W``), ``r`` the rank of the factored variants.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import numpy as np
 
 from mlp.contract import contract
 
-ATTENTIONS = ("prompt", "self", "kq", "cross")
+ATTENTIONS = ("prompt", "self", "kq", "cross", "cross-kq")
+#: The variants whose query is made from a second input ``Z (n, d, j)``.
+CROSS = ("cross", "cross-kq")
 
 
 def init_query_params(
@@ -30,6 +36,7 @@ def init_query_params(
         "self": {"W": (d, d)},
         "kq": {"WK": (d, rank), "WQ": (d, rank)},
         "cross": {"W": (d, d)},
+        "cross-kq": {"WK": (d, rank), "WQ": (d, rank)},
     }[kind]
     return {k: (s * rng.standard_normal(shape)).astype(dtype) for k, shape in shapes.items()}
 
@@ -38,7 +45,7 @@ def make_query(
     kind: str, params: dict[str, np.ndarray], X: np.ndarray, Z: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The query ``Q``: ``(d, j)`` shared for prompt, ``(n, d, c)`` for self/kq, ``(n, d, j)``
-    for cross; and an intermediate the backward reuses (``WQ^T X`` for kq)."""
+    for the cross variants; and an intermediate the backward reuses (``WQ^T X`` for kq)."""
     if kind == "prompt":
         return params["p"], None
     if kind == "self":
@@ -47,6 +54,9 @@ def make_query(
         T = contract("d r, n d c -> n r c", params["WQ"], X)  # WQ^T X
         return contract("e r, n r c -> n e c", params["WK"], T), T
     assert Z is not None
+    if kind == "cross-kq":
+        W = contract("e r, d r -> e d", params["WK"], params["WQ"])  # WK WQ^T
+        return contract("e d, n d j -> n e j", W, Z), None
     return contract("e d, n d j -> n e j", params["W"], Z), None
 
 
@@ -71,4 +81,10 @@ def query_backward(
             "WQ": contract("n d c, n r c -> d r", X, dT),
         }
     assert Z is not None
-    return {"W": contract("n e j, n d j -> e d", dQ, Z)}
+    dW = contract("n e j, n d j -> e d", dQ, Z)
+    if kind == "cross-kq":  # the chain rule through W = WK WQ^T
+        return {
+            "WK": contract("e d, d r -> e r", dW, params["WQ"]),
+            "WQ": contract("e d, e r -> d r", dW, params["WK"]),
+        }
+    return {"W": dW}

@@ -28,12 +28,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from einops import rearrange, repeat
 from scipy.optimize import linprog, nnls
 
 from attnlab.attention import check_prompts
+from mlp.contract import contract
 from mlp.validation import as_float_array, check_finite
 
-__all__ = ["SVMSolution", "attention_svm", "attention_svm_nuclear", "correlation", "prompt_svm"]
+__all__ = [
+    "SVMSolution",
+    "attention_svm",
+    "attention_svm_nuclear",
+    "correlation",
+    "cosines",
+    "prompt_svm",
+]
 
 #: Constraints whose left side has norm below this (relative to the largest) count as zero.
 _ZERO_ROW = 1e-12
@@ -68,6 +77,18 @@ class SVMSolution:
         return float(np.linalg.norm(self.solution))
 
 
+def cosines(P: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """``<P_s, T> / (||P_s||_F ||T||_F)`` for each ``P_s`` along the first axis of ``P (s, ...)``.
+
+    ``T`` has the shape of one ``P_s``; the result is ``(s,)``, NaN where ``P_s = 0`` or
+    ``T = 0`` (a trajectory of parameters against an SVM solution, say).
+    """
+    flat = rearrange(P, "s ... -> s (...)")
+    norms = np.linalg.norm(flat, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return flat @ T.ravel() / (norms * np.linalg.norm(T))
+
+
 def correlation(A: np.ndarray, B: np.ndarray) -> float:
     """``<A, B> / (||A||_F ||B||_F)``: the cosine between two parameters of the same shape."""
     A = as_float_array("A", A)
@@ -77,7 +98,7 @@ def correlation(A: np.ndarray, B: np.ndarray) -> float:
     na, nb = np.linalg.norm(A), np.linalg.norm(B)
     if na == 0 or nb == 0:
         raise ValueError(f"correlation: undefined for a zero array (||A|| = {na}, ||B|| = {nb})")
-    return float(np.vdot(A, B) / (na * nb))
+    return float(cosines(A[None], B)[0])
 
 
 def _selected(selected: object, n: int, c: int, j: int) -> np.ndarray:
@@ -96,10 +117,47 @@ def _selected(selected: object, n: int, c: int, j: int) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _differences(X: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """``x_{i,a_ij} - x_{i,t}`` as ``(n, d, c, j)`` for ``X (n, d, c)`` and ``a (n, j)``."""
+def _pairs(X: np.ndarray, Z: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two vectors of every constraint ``(x_{i,a_ij} - x_{i,t})^T P z_ij >= 1``, one row per
+    prompt ``i``, token ``t`` and query column ``j`` (``m = n c j`` rows, in that order).
+
+    ``X (n, d, c)``, ``Z (n, k, j)``, ``a (n, j)``; returns ``x_a - x_t (m, d)`` and
+    ``z (m, k)``. The rows of the selected tokens are zero on the left; the callers drop them.
+    """
     Xa = np.take_along_axis(X, a[:, None, :], axis=2)  # (n, d, j)
-    return Xa[:, :, None, :] - X[:, :, :, None]
+    D = rearrange(Xa, "n d j -> n d 1 j") - rearrange(X, "n d c -> n d c 1")
+    c = X.shape[2]
+    return rearrange(D, "n d c j -> (n c j) d"), repeat(Z, "n k j -> (n c j) k", c=c)
+
+
+def _rows(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``vec(left_m right_m^T)`` for each row ``m``: ``(m, d)`` and ``(m, k)`` -> ``(m, d k)``,
+    the constraint ``<G_m, P> >= 1`` as a row of ``G``."""
+    return rearrange(contract("m d, m k -> m d k", left, right), "m d k -> m (d k)")
+
+
+def _cross_inputs(
+    X: np.ndarray, Z: np.ndarray, selected: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked ``X (n, d, c)``, ``Z (n, d, j)`` (a 2-d ``Z`` gets ``j = 1``) and ``a (n, j)``."""
+    X = check_prompts(X)
+    Z = as_float_array("Z", Z, ndim=(2, 3))
+    if Z.ndim == 2:
+        Z = rearrange(Z, "n d -> n d 1")
+    n, d, c = X.shape
+    if Z.shape[:2] != (n, d) or Z.shape[2] == 0:
+        raise ValueError(f"Z: expected shape (n={n}, d={d}, j) to match X, received {Z.shape}")
+    check_finite("Z", Z)
+    return X, Z, _selected(selected, n, c, Z.shape[2])
+
+
+def _kept(a: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The flat indices, in ``(n, c, j)`` order, of the constraints (every token but the
+    selected one of each prompt and query column)."""
+    n, _, j = shape
+    keep = np.ones(shape, dtype=bool)
+    keep[np.arange(n)[:, None], a, np.arange(j)[None, :]] = False
+    return np.flatnonzero(keep.ravel())
 
 
 def attention_svm(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) -> SVMSolution:
@@ -114,19 +172,9 @@ def attention_svm(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) -> SVMSolu
     Raises ``ValueError`` naming the prompt and token when the constraints cannot all hold (a
     token equal to the selected one, a zero query, or constraints that contradict each other).
     """
-    X = check_prompts(X)
-    Z = as_float_array("Z", Z, ndim=(2, 3))
-    if Z.ndim == 2:
-        Z = Z[:, :, None]
-    n, d, c = X.shape
-    if Z.shape[:2] != (n, d) or Z.shape[2] == 0:
-        raise ValueError(f"Z: expected shape (n={n}, d={d}, j) to match X, received {Z.shape}")
-    check_finite("Z", Z)
-    j = Z.shape[2]
-    a = _selected(selected, n, c, j)
-    D = _differences(X, a)  # (n, d, c, j)
-    G = D[:, :, None, :, :] * Z[:, None, :, None, :]  # (n, e, d, c, j): (x_a - x_t) z^T
-    rows = G.transpose(0, 3, 4, 1, 2).reshape(n * c * j, d * d)
+    X, Z, a = _cross_inputs(X, Z, selected)
+    (n, d, c), j = X.shape, Z.shape[2]
+    rows = _rows(*_pairs(X, Z, a))  # (n c j, e d): vec((x_a - x_t) z^T)
     w, dual, kkt, margin = _least_distance(rows, a, (n, c, j), "W z")
     return _solution(w.reshape(d, d), dual, kkt, margin, (n, c, j))
 
@@ -156,20 +204,10 @@ def attention_svm_nuclear(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) ->
             "`pip install attnlab[svm]` (or `pip install cvxpy`)"
         ) from err
     frobenius = attention_svm(X, Z, selected)  # validation and infeasibility errors
-    X = check_prompts(X)
-    Z = as_float_array("Z", Z, ndim=(2, 3))
-    if Z.ndim == 2:
-        Z = Z[:, :, None]
-    n, d, c = X.shape
-    j = Z.shape[2]
-    a = _selected(selected, n, c, j)
-    D = _differences(X, a)  # (n, d, c, j)
-    keep = np.ones((n, c, j), dtype=bool)
-    keep[np.arange(n)[:, None], a, np.arange(j)[None, :]] = False
-    idx = np.flatnonzero(keep.ravel())
-    left = D.transpose(0, 2, 3, 1).reshape(n * c * j, d)[idx]  # (m, d): x_a - x_t
-    right = np.broadcast_to(Z[:, None, :, :].transpose(0, 1, 3, 2), (n, c, j, d))
-    right = right.reshape(n * c * j, d)[idx]  # (m, d): z
+    X, Z, a = _cross_inputs(X, Z, selected)
+    (n, d, c), j = X.shape, Z.shape[2]
+    idx = _kept(a, (n, c, j))
+    left, right = (v[idx] for v in _pairs(X, Z, a))  # (m, e): x_a - x_t and (m, d): z
     W = cp.Variable((d, d))
     constraint = cp.sum(cp.multiply(left @ W, right), axis=1) >= 1
     problem = cp.Problem(cp.Minimize(cp.norm(W, "nuc")), [constraint])
@@ -183,18 +221,21 @@ def attention_svm_nuclear(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) ->
             "'optimal' (the Frobenius SVM of the same constraints exists, with norm "
             f"{frobenius.norm:.6g})"
         )
+
+    def values(W: np.ndarray) -> np.ndarray:  # (x_a - x_t)^T W z per constraint, (m,)
+        return contract("m d, m d -> m", contract("m e, e d -> m d", left, W), right)
+
     Wn = np.asarray(W.value, dtype=np.float64)
-    values = np.einsum("md,de,me->m", left, Wn, right)
-    Wn = Wn / values.min()  # margin exactly 1 (to rounding): scales ||W||_* by ~1 +- 1e-8
-    values = np.einsum("md,de,me->m", left, Wn, right)
-    lam = np.maximum(np.asarray(constraint.dual_value, dtype=np.float64).ravel(), 0.0)
-    L = np.einsum("m,md,me->de", lam, left, right)  # sum_k lambda_k (x_a - x_t) z^T
-    nuclear = float(np.linalg.svd(Wn, compute_uv=False).sum())
+    Wn = Wn / values(Wn).min()  # margin exactly 1 (to rounding): scales ||W||_* by ~1 +- 1e-8
+    margins = values(Wn)
     raw = np.asarray(constraint.dual_value, dtype=np.float64).ravel()
+    lam = np.maximum(raw, 0.0)
+    L = contract("m e, m d -> e d", lam[:, None] * left, right)  # sum_k lambda_k (x_a - x_t) z^T
+    nuclear = float(np.linalg.svd(Wn, compute_uv=False).sum())
     kkt = {
-        "primal": float(max(0.0, 1.0 - values.min())),
+        "primal": float(max(0.0, 1.0 - margins.min())),
         "dual": float(max(0.0, -raw.min())),
-        "complementarity": float(np.max(np.abs(lam * (values - 1.0))) / max(lam.max(), 1e-300)),
+        "complementarity": float(np.max(np.abs(lam * (margins - 1.0))) / max(lam.max(), 1e-300)),
         "stationarity": float(
             max(np.linalg.norm(L, 2) - 1.0, abs(np.vdot(L, Wn) - nuclear) / nuclear)
         ),
@@ -204,7 +245,7 @@ def attention_svm_nuclear(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) ->
     dual = dual.reshape(n, c, j)
     # support: multipliers above the solver's tolerance (interior-point duals are never 0)
     support = dual > 1e-6 * max(float(lam.max()), 1e-300)
-    return SVMSolution(Wn, float(values.min()), dual, support, kkt)
+    return SVMSolution(Wn, float(margins.min()), dual, support, kkt)
 
 
 def prompt_svm(X: np.ndarray, selected: np.ndarray) -> SVMSolution:
@@ -213,6 +254,7 @@ def prompt_svm(X: np.ndarray, selected: np.ndarray) -> SVMSolution:
     ``X (n, d, c)`` prompts, ``selected (n,)`` (one query column) or ``(n, j)``: the token each
     query column ``p_j`` of prompt ``i`` selects. The score of token ``t`` is ``x_t^T p_j`` on
     all ``d`` coordinates, as in :class:`attnlab.ContextWindowModel` with ``attention="prompt"``.
+    It is cross attention's constraint with ``W = p (d, j)`` and the one-hot query ``z = e_j``.
     Returns an :class:`SVMSolution` whose ``solution`` is ``p (d, j)``.
 
     Raises ``ValueError`` naming the prompt and token when the constraints cannot all hold.
@@ -222,10 +264,8 @@ def prompt_svm(X: np.ndarray, selected: np.ndarray) -> SVMSolution:
     a0 = np.asarray(selected)
     j = a0.shape[1] if a0.ndim == 2 else 1
     a = _selected(selected, n, c, j)
-    D = _differences(X, a)  # (n, d, c, j)
-    eye = np.eye(j, dtype=D.dtype)
-    G = D[:, :, :, :, None] * eye[None, None, None, :, :]  # (n, d, c, j, j')
-    rows = G.transpose(0, 2, 3, 1, 4).reshape(n * c * j, d * j)
+    onehot = repeat(np.eye(j, dtype=X.dtype), "k j -> n k j", n=n)  # z_ij = e_j
+    rows = _rows(*_pairs(X, onehot, a))  # (n c j, d k): vec((x_a - x_t) e_j^T)
     w, dual, kkt, margin = _least_distance(rows, a, (n, c, j), "p")
     return _solution(w.reshape(d, j), dual, kkt, margin, (n, c, j))
 
@@ -253,9 +293,7 @@ def _least_distance(
     KKT residuals and the margin.
     """
     n, c, j = shape
-    keep = np.ones(shape, dtype=bool)
-    keep[np.arange(n)[:, None], a, np.arange(j)[None, :]] = False
-    idx = np.flatnonzero(keep.ravel())
+    idx = _kept(a, shape)
     if idx.size == 0:
         raise ValueError(
             "X: expected at least two tokens per prompt, so that there are constraints"

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from einops import rearrange
 
+from mlp.contract import contract
 from mlp.data import load_iris_split
 from mlp.train.data import Dataset
 from mlp.validation import positive
+
+if TYPE_CHECKING:
+    from attnlab.model import ContextWindowModel
 
 TASKS = ("iris-in-context", "max-margin", "prompt-norm")
 
@@ -107,7 +112,7 @@ def max_margin(n: int = 6, context: int = 8, d: int = 10, seed: int = 0) -> Task
     y = np.where(rng.standard_normal(n) > 0, 1.0, -1.0)
     X = _unit(rng.standard_normal((n, d, context)), 1)
     Z = _unit(rng.standard_normal((n, d, 1)), 1)
-    target = np.argmax(y[:, None] * np.einsum("ndc,d->nc", X, v), axis=1)
+    target = np.argmax(y[:, None] * contract("n d c, d -> n c", X, v), axis=1)
     data = Dataset(X, y, Z=Z, target=target)
     return Task("max-margin", data, data, 1, {"v": v})
 
@@ -133,6 +138,28 @@ def prompt_norm(n: int = 3, context: int = 7, seed: int = 0) -> Task:
     y = np.ones(n)
     data = Dataset(X, y, target=np.zeros(n, dtype=np.int64))
     return Task("prompt-norm", data, data, 1, {"v": np.array([0.0, 0.0, 1.0])})
+
+
+def fixed_head(task: Task, model: ContextWindowModel) -> list[str]:
+    """Give ``model`` the task's fixed head and return the parameter keys left to train.
+
+    A task with ``info['v'] (d,)`` (max-margin, prompt-norm) fixes the linear head: the model's
+    ``params['v'] (d, 1)`` becomes ``v`` (in the model's dtype) and every other key is trained.
+    Otherwise (no such vector, or an MLP head) nothing is fixed and every key is returned.
+    Raises ``ValueError`` when the model's ``v`` is not ``(d, 1)`` (one logit).
+    """
+    keys = list(model.params)
+    if "v" not in task.info or "v" not in model.params:
+        return keys
+    v = np.asarray(task.info["v"])
+    old = model.params["v"]
+    if old.shape != (v.size, 1):
+        raise ValueError(
+            f"model: expected a linear head v of shape (d={v.size}, 1) for the fixed head of "
+            f"task {task.name!r}, received params['v'] of shape {old.shape}"
+        )
+    model.params["v"] = rearrange(v, "d -> d 1").astype(old.dtype)
+    return [k for k in keys if k != "v"]
 
 
 def make_task(name: str, **options: Any) -> Task:

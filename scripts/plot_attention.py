@@ -3,11 +3,13 @@
 
     python scripts/plot_attention.py runs/attention-20250101-120000
     python scripts/plot_attention.py RUN_DIR --out figures/
+    python scripts/plot_attention.py RUN_DIR --animate
 
 Rebuilds the model from config.json + params.npz, reads snapshots.npz and writes
 attention_map.png (the attention weights of the snapshot test prompts after training, the marked
 token outlined, true and predicted class in each title) and attention_over_training.png (the
-weight on the marked token at every evaluation) into RUN_DIR, or --out.
+weight on the marked token at every evaluation) into RUN_DIR, or --out. --animate adds
+attention_over_training.gif: the attention maps at every recorded step, one frame each.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
     p.add_argument(
         "--out", type=folder, default=None, help="folder for the figures (default RUN_DIR)"
     )
+    p.add_argument(
+        "--animate",
+        action="store_true",
+        help="also write attention_over_training.gif (one frame per recorded step)",
+    )
     return p, p.parse_args(argv)
 
 
@@ -35,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> None:
         from attnlab.plots import plot_run
 
-        for path in plot_run(args.run_dir, args.out).values():
+        for path in plot_run(args.run_dir, args.out, animate=args.animate).values():
             print(f"wrote {path}")
 
     run_script(parser, work)

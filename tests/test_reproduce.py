@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnlab.max_margin import run_max_margin, run_prompt_norm
+from attnlab.max_margin import GD_LR, SETTINGS, run_max_margin, run_prompt_norm
+from attnlab.max_margin_report import TARGETS, reproduce, reproduction_config
 from attnlab.model import ContextWindowModel
 from attnlab.tasks import max_margin
 from mlp.train.optim import NormalizedGD
@@ -47,7 +48,7 @@ def test_trainer_on_step_sees_every_update():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("init", ["zero", "uniform"])
 def test_max_margin_correlation_rises_above_098(seed, init):
-    run = run_max_margin(seed, iterations=1000, init=init)
+    run = run_max_margin(seed, steps=1000, init=init)
     assert run.stop_reason == "completed"
     if init == "zero":
         assert np.isnan(run.correlation[0]) and run.norm[0] == 0.0
@@ -62,8 +63,8 @@ def test_max_margin_correlation_rises_above_098(seed, init):
 
 
 def test_textbook_backward_drifts_once_the_softmax_saturates():
-    exact = run_max_margin(4, iterations=2000)
-    textbook = run_max_margin(4, iterations=2000, textbook_backward=True)
+    exact = run_max_margin(4, steps=2000)
+    textbook = run_max_margin(4, steps=2000, textbook_backward=True)
     # identical before saturation, then the textbook gradient loses its digits
     assert textbook.correlation[500] == pytest.approx(exact.correlation[500], abs=1e-6)
     assert exact.correlation[-1] > 0.995
@@ -71,18 +72,18 @@ def test_textbook_backward_drifts_once_the_softmax_saturates():
 
 
 def test_prompt_norm_ngd_grows_norm_faster_than_gd():
-    ngd = run_prompt_norm("ngd", 0.1, iterations=200)
-    gd = run_prompt_norm("gd", 1.0, iterations=200)
+    ngd = run_prompt_norm("ngd", 0.1, steps=200)
+    gd = run_prompt_norm("gd", GD_LR, steps=200)
     assert ngd.norm[0] == 0.0 and gd.norm[0] == 0.0
-    assert ngd.norm[200] >= 3.0 * gd.norm[200]
+    assert ngd.norm[200] >= TARGETS["norm_ratio"] * gd.norm[200]
     assert ngd.norm[200] == pytest.approx(20.0, rel=0.05)  # lr 0.1 per step, nearly straight
     assert ngd.probability[-1] > 0.999
     assert ngd.correlation[-1] > gd.correlation[-1]
 
 
 def test_runs_reject_bad_options():
-    with pytest.raises(ValueError, match="iterations: expected a positive integer"):
-        run_max_margin(0, iterations=0)
+    with pytest.raises(ValueError, match="steps: expected a positive integer"):
+        run_max_margin(0, steps=0)
     with pytest.raises(ValueError, match="optimizer: expected one of 'ngd', 'gd'"):
         run_prompt_norm("adam", 0.1)
 
@@ -122,9 +123,37 @@ def test_script_end_to_end(tmp_path):
     assert "| quantity | published |" in md and "≈ 19.5" in md
     config = json.loads((out / "config.json").read_text())
     assert config["seeds"] == 2 and config["iterations"] == 30
+    # written from the code's values: the models that ran and their trained keys
+    assert config["max_margin"]["model"] == run_max_margin(0, steps=1).model.config
+    assert config["max_margin"]["trainable"] == ["W"]
+    assert config["max_margin"]["lr"] == SETTINGS["max-margin"]["lr"]
+    assert config["prompt_norm"]["model"]["attention"] == "prompt"
+    assert config["prompt_norm"]["trainable"] == ["p"]
+    assert config["prompt_norm"]["optimizers"] == {"ngd": 0.1, "gd": GD_LR}
+    assert "max_margin_kq" not in config
 
 
-def test_script_rejects_bad_arguments(tmp_path):
-    proc = run_script("--seeds", "0", "--out", str(tmp_path / "x"))
+def test_reproduction_defaults_are_the_settings(tmp_path):
+    config = reproduction_config(20, SETTINGS["max-margin"]["steps"], "zero", kq=False)
+    assert config["iterations"] == 2000
+    assert config["prompt_norm_iterations"] == SETTINGS["prompt-norm"]["steps"] == 1000
+    with pytest.raises(ValueError, match="steps: expected at least 2, received 1"):
+        reproduce(tmp_path, seeds=1, steps=1)
+    with pytest.raises(ValueError, match="init: expected one of 'zero', 'uniform'"):
+        reproduce(tmp_path, seeds=1, steps=5, init="small")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "0"], "--seeds: expected a positive integer, received 0"),
+        (["--iterations", "1"], "--iterations: expected at least 2, received 1"),
+        (["--init", "small"], "argument --init: invalid choice: 'small'"),
+    ],
+)
+def test_script_rejects_bad_arguments(tmp_path, args, message):
+    proc = run_script(*args, "--out", str(tmp_path / "x"))
     assert proc.returncode == 2
-    assert "--seeds: expected a positive integer, received 0" in proc.stderr
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

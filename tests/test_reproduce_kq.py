@@ -1,4 +1,5 @@
-"""The (K, Q) max-margin experiment: factor gradients, the correlation with W_*, the script."""
+"""The (K, Q) max-margin experiment: the cross-kq model against cross attention at W = WK WQ^T,
+the trainer's run against the explicit per-factor loop, the correlation with W_*, the script."""
 
 from __future__ import annotations
 
@@ -11,38 +12,78 @@ import numpy as np
 import pytest
 from gradcheck import check_gradient
 
-from attnlab.max_margin import kq_loss_and_grads, run_max_margin_kq
+from attnlab.max_margin import run_max_margin_kq
 from attnlab.model import ContextWindowModel
-from attnlab.tasks import max_margin
+from attnlab.tasks import fixed_head, max_margin
+from mlp.train.optim import NormalizedGD, ZeroGradientError
 
 pytest.importorskip("cvxpy")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_max_margin.py"
 
 
-@pytest.mark.parametrize("rank", [3, 10])
-def test_factor_gradients_match_finite_differences(rank):
-    task = max_margin(seed=1)
-    X, y, Z, d = task.train.X, task.train.y, task.train.Z, task.d
-    model = ContextWindowModel(d, attention="cross", pool="mean", head="linear")
-    model.params["v"] = task.info["v"][:, None].copy()
+def _models(rank: int, seed: int = 1) -> tuple:
+    """The max-margin data, a cross-kq model with random factors and a cross model at their
+    product, both with the task's fixed head."""
+    task = max_margin(seed=seed)
+    kq = ContextWindowModel(task.d, attention="cross-kq", rank=rank, pool="mean", head="linear")
+    cross = ContextWindowModel(task.d, attention="cross", pool="mean", head="linear")
+    assert fixed_head(task, kq) == ["WK", "WQ"] and fixed_head(task, cross) == ["W"]
     rng = np.random.default_rng(7)
-    WK, WQ = rng.standard_normal((d, rank)), rng.standard_normal((d, rank))
-    _, dWK, dWQ = kq_loss_and_grads(model, WK, WQ, X, y, Z)
+    kq.params["WK"], kq.params["WQ"] = rng.standard_normal((2, task.d, rank))
+    cross.params["W"] = kq.params["WK"] @ kq.params["WQ"].T
+    return task, kq, cross
 
-    def loss() -> float:
-        # an independent forward: the scores x_t^T WK WQ^T z through the model's W
-        model.params["W"] = WK @ WQ.T
-        return model.loss_and_grads(X, y, Z)[0]
 
-    assert check_gradient(lambda _: loss(), WK, dWK, name="WK") < 1e-6
-    assert check_gradient(lambda _: loss(), WQ, dWQ, name="WQ") < 1e-6
+@pytest.mark.parametrize("rank", [3, 10])
+def test_cross_kq_is_cross_attention_at_the_product(rank):
+    task, kq, cross = _models(rank)
+    X, y, Z = task.train.X, task.train.y, task.train.Z
+    loss, grads = kq.loss_and_grads(X, y, Z)
+    loss_w, grads_w = cross.loss_and_grads(X, y, Z)
+    assert loss == loss_w
+    dW = grads_w["W"]
+    np.testing.assert_array_equal(grads["WK"], dW @ kq.params["WQ"])
+    np.testing.assert_array_equal(grads["WQ"], dW.T @ kq.params["WK"])
+
+    def loss_of(_: np.ndarray) -> float:
+        return kq.loss_and_grads(X, y, Z)[0]
+
+    assert check_gradient(loss_of, kq.params["WK"], grads["WK"], name="WK") < 1e-6
+    assert check_gradient(loss_of, kq.params["WQ"], grads["WQ"], name="WQ") < 1e-6
+
+
+def test_kq_run_is_the_explicit_per_factor_loop():
+    """The trainer's run equals per-factor normalized GD written out on the cross model."""
+    steps, seed = 800, 0
+    run = run_max_margin_kq(seed, steps=steps)
+    task = max_margin(seed=seed)
+    X, y, Z, d = task.train.X, task.train.y, task.train.Z, task.d
+    cross = ContextWindowModel(d, attention="cross", pool="mean", head="linear")
+    fixed_head(task, cross)
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(d)
+    factors = {k: rng.uniform(-bound, bound, (d, d)) for k in ("WK", "WQ")}
+    optimizer = NormalizedGD(per_param=True)
+    Ws = [factors["WK"] @ factors["WQ"].T]
+    for _ in range(steps):
+        cross.params["W"] = factors["WK"] @ factors["WQ"].T
+        dW = cross.loss_and_grads(X, y, Z)[1]["W"]
+        try:
+            optimizer.step(factors, {"WK": dW @ factors["WQ"], "WQ": dW.T @ factors["WK"]}, 0.1)
+        except ZeroGradientError:
+            break
+        Ws.append(factors["WK"] @ factors["WQ"].T)
+    norms = np.linalg.norm(np.reshape(Ws, (len(Ws), -1)), axis=1)
+    assert run.stopped == len(norms) - 1 < steps
+    np.testing.assert_array_equal(run.norm[: len(norms)], norms)
+    assert np.all(run.norm[run.stopped :] == norms[-1])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_kq_product_aligns_with_the_nuclear_svm(seed):
-    run = run_max_margin_kq(seed, iterations=2000)
-    # measured (20 seeds, 2000 iterations): seeds 0, 1, 2 end at 0.989, 0.981, 0.971
+    run = run_max_margin_kq(seed, steps=2000)
+    # measured (20 seeds, 2000 steps): seeds 0, 1, 2 end at 0.989, 0.981, 0.971
     assert abs(run.correlation[0]) < 0.3  # the random init is far from W_*
     assert run.correlation[-1] > 0.96
     assert run.correlation[-1] > run.correlation[50] + 0.02
@@ -57,19 +98,9 @@ def test_kq_product_aligns_with_the_nuclear_svm(seed):
 
 def test_kq_rejects_bad_options():
     with pytest.raises(ValueError, match="init: expected one of 'uniform', 'small'"):
-        run_max_margin_kq(0, iterations=5, init="zero")
-    with pytest.raises(ValueError, match="rank"):
-        run_max_margin_kq(0, iterations=5, rank=0)
-    model = ContextWindowModel(4, attention="cross")
-    with pytest.raises(ValueError, match=r"WQ: expected the shape of WK \(4, 2\)"):
-        kq_loss_and_grads(
-            model,
-            np.ones((4, 2)),
-            np.ones((4, 3)),
-            np.ones((1, 4, 3)),
-            np.ones(1),
-            np.ones((1, 4, 1)),
-        )
+        run_max_margin_kq(0, steps=5, init="zero")
+    with pytest.raises(ValueError, match="rank: expected a positive integer, received 0"):
+        run_max_margin_kq(0, steps=5, rank=0)
 
 
 def test_script_kq_end_to_end(tmp_path):
@@ -93,3 +124,6 @@ def test_script_kq_end_to_end(tmp_path):
     assert len(kq["per_seed"]) == 2
     md = (out / "results.md").read_text()
     assert "## max-margin-kq" in md and "with W_* (nuclear), mean" in md
+    config = json.loads((out / "config.json").read_text())
+    assert config["max_margin_kq"]["model"]["attention"] == "cross-kq"
+    assert config["max_margin_kq"]["trainable"] == ["WK", "WQ"]

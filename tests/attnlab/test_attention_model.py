@@ -1,11 +1,12 @@
-"""ContextWindowModel: all 32 configurations (4 attentions x 2 pools x 2 heads x K in {1, 3}).
+"""ContextWindowModel: all 40 configurations (5 attentions x 2 pools x 2 heads x K in {1, 3}).
 
 Shapes are written out per configuration (never read from the model), every parameter of every
 configuration is checked by central differences in float64 (relative error < 1e-6), float32 stays
 float32, and each documented error is raised with its message.
 
 Problem sizes: ``n = 4`` prompts, ``d = 3`` features, ``c = 5`` tokens, ``m = 5`` hidden units;
-``rank r = 2 != d`` for kq, ``n_queries = 2`` for prompt, ``Z`` with ``j = 3`` for cross.
+``rank r = 2 != d`` for kq and cross-kq, ``n_queries = 2`` for prompt, ``Z`` with ``j = 3``
+for cross and cross-kq.
 """
 
 import itertools
@@ -24,6 +25,7 @@ ATTENTION_SHAPES = {
     "self": ({"W": (3, 3)}, 5),
     "kq": ({"WK": (3, 2), "WQ": (3, 2)}, 5),
     "cross": ({"W": (3, 3)}, 3),
+    "cross-kq": ({"WK": (3, 2), "WQ": (3, 2)}, 3),
 }
 # the head's parameters for K = 1 and K = 3, written out
 HEAD_SHAPES = {
@@ -32,10 +34,10 @@ HEAD_SHAPES = {
     ("mlp", 1): {"W1": (3, 5), "b1": (5,), "W2": (5, 1), "b2": (1,)},
     ("mlp", 3): {"W1": (3, 5), "b1": (5,), "W2": (5, 3), "b2": (3,)},
 }
-CONFIGS = list(itertools.product(("prompt", "self", "kq", "cross"), ("mean", "last"),
-                                 ("linear", "mlp"), (1, 3)))  # fmt: skip
+ATTENTIONS = ("prompt", "self", "kq", "cross", "cross-kq")
+CONFIGS = list(itertools.product(ATTENTIONS, ("mean", "last"), ("linear", "mlp"), (1, 3)))
 CONFIG_IDS = ["-".join(map(str, c)) for c in CONFIGS]
-assert len(CONFIGS) == 32
+assert len(CONFIGS) == 40
 
 
 def _model(attention: str, pool: str, head: str, k: int, dtype: type = np.float64):
@@ -47,11 +49,11 @@ def _model(attention: str, pool: str, head: str, k: int, dtype: type = np.float6
 
 
 def _data(attention: str, k: int, seed: int = 0) -> tuple:
-    """Prompts ``X (n, d, c)``, labels ``y`` and (cross only) queries ``Z (n, d, j)``."""
+    """Prompts ``X (n, d, c)``, labels ``y`` and (cross variants only) queries ``Z (n, d, j)``."""
     rng = np.random.default_rng([seed, k, len(attention)])
     X = rng.standard_normal((N, D, C))
     y = rng.choice([-1, 1], size=N) if k == 1 else rng.integers(0, k, size=N)
-    Z = rng.standard_normal((N, D, JZ)) if attention == "cross" else None
+    Z = rng.standard_normal((N, D, JZ)) if attention.startswith("cross") else None
     return X, y, Z
 
 
@@ -67,6 +69,8 @@ def _scores(model: ContextWindowModel, X: np.ndarray, Z: np.ndarray | None) -> n
             Q = P["W"] @ x
         elif model.attention == "kq":
             Q = P["WK"] @ P["WQ"].T @ x
+        elif model.attention == "cross-kq":
+            Q = P["WK"] @ P["WQ"].T @ Z[i]
         else:
             Q = P["W"] @ Z[i]
         out.append(x.T @ Q)
@@ -158,7 +162,7 @@ def test_float32_stays_float32(attention, pool, head, k) -> None:
         assert rel_error(grads[key], grads64[key]) < 1e-3, key
 
 
-@pytest.mark.parametrize("attention", ["prompt", "self", "kq", "cross"])
+@pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_scores_around_1e4_give_finite_outputs_and_gradients(attention: str, head: str) -> None:
     model = _model(attention, "mean", head, 3)
@@ -224,6 +228,8 @@ def test_Z_missing_for_cross_and_given_for_others() -> None:
     cross = _model("cross", "mean", "linear", 1)
     with pytest.raises(ValueError, match=r"Z: cross attention needs the queries Z of shape"):
         cross.forward(X)
+    with pytest.raises(ValueError, match=r"Z: cross-kq attention needs the queries Z of shape"):
+        _model("cross-kq", "mean", "linear", 1).forward(X)
     with pytest.raises(ValueError, match=r"Z: cross attention needs the queries Z"):
         cross.loss_and_grads(X, y)
     with pytest.raises(
@@ -286,7 +292,7 @@ def test_non_finite_X(bad: float) -> None:
     ("kwargs", "match"),
     [
         ({"attention": "softmax"}, r"attention: expected one of 'prompt', 'self', 'kq', 'cross', "
-                                   r"received 'softmax'"),
+                                   r"'cross-kq', received 'softmax'"),
         ({"pool": "max"}, r"pool: expected one of 'mean', 'last', received 'max'"),
         ({"head": "conv"}, r"head: expected one of 'linear', 'mlp', received 'conv'"),
     ],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from attnlab.svm import attention_svm, correlation, prompt_svm
+from attnlab.svm import attention_svm, correlation, cosines, prompt_svm
 from attnlab.tasks import max_margin, prompt_norm
 
 KKT_TOL = 1e-9
@@ -212,3 +212,12 @@ def test_correlation():
         correlation(A, B[0])
     with pytest.raises(ValueError, match="zero array"):
         correlation(A, np.zeros((2, 2)))
+
+
+def test_cosines_along_a_trajectory():
+    T = np.array([[1.0, 1.0], [0.0, 0.0]])
+    P = np.array([np.zeros((2, 2)), [[2.0, 0.0], [0.0, 0.0]], -3 * T, [[0.0, 0.0], [0.0, 5.0]]])
+    got = cosines(P, T)
+    assert got.shape == (4,) and np.isnan(got[0])  # undefined at P_s = 0, no warning
+    np.testing.assert_allclose(got[1:], [1 / np.sqrt(2), -1.0, 0.0], rtol=1e-15, atol=1e-16)
+    assert got[1] == correlation(P[1], T)

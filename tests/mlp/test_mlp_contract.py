@@ -1,50 +1,89 @@
-"""``mlp.contract`` agrees with ``np.einsum`` and names the axis or operand that does not fit."""
+"""``mlp.contract`` agrees with ``einops.einsum`` on every pattern the library uses, and names the
+axis, operand or layout that does not fit."""
 
+import re
 import sys
+from pathlib import Path
 
+import einops
 import numpy as np
 import pytest
 
 import mlp
 
-SIZES = {"n": 3, "d": 4, "e": 6, "c": 5, "j": 2, "m": 7, "k": 4, "a": 2, "b": 3}
+ROOT = Path(__file__).resolve().parents[2]
+SIZES = {"n": 3, "d": 4, "e": 6, "c": 5, "j": 2, "m": 7, "k": 4, "r": 3, "s": 2, "a": 2, "b": 3}
 
-# (pattern, what it exercises)
-PATTERNS = [
-    ("n d, d m -> n m", "plain matmul"),
-    ("n d c, n d j -> n c j", "batch axis: X^T Q per prompt"),
-    ("n c j, n d c -> n d j", "batch axis, operands in the other order: X S"),
-    ("e d, n d c -> n e c", "shared first operand: W X"),
-    ("n d c, d j -> n c j", "shared second operand: X^T p"),
-    ("d m, n d -> n m", "shared operand first, output rows from the second"),
+# every pattern the library passes to contract (test_the_table_is_the_librarys_patterns keeps
+# this list equal to the source), with what it computes
+LIBRARY = [
+    ("n d c, n d j -> n c j", "scores X^T Q per prompt"),
+    ("n d c, d j -> n c j", "scores X^T p with a shared query"),
+    ("n d c, n c j -> n d j", "out = X S"),
+    ("n d c, n c j -> d j", "dQ of a shared query: summed over the prompts"),
+    ("n d j, n c j -> n d c", "dX = dOut S^T"),
+    ("d j, n c j -> n d c", "dX = Q dScores^T with a shared Q"),
+    ("e d, n d c -> n e c", "Q = W X"),
+    ("n e c, n d c -> e d", "dW = sum dQ X^T"),
+    ("d r, n d c -> n r c", "T = WQ^T X"),
+    ("e r, n r c -> n e c", "Q = WK T"),
+    ("e r, n e c -> n r c", "dT = WK^T dQ"),
+    ("n e c, n r c -> e r", "dWK = sum dQ T^T"),
+    ("n d c, n r c -> d r", "dWQ = sum X dT^T"),
+    ("e d, n d j -> n e j", "Q = W Z"),
+    ("n e j, n d j -> e d", "dW = sum dQ Z^T"),
+    ("e r, d r -> e d", "W = WK WQ^T"),
+    ("e d, d r -> e r", "dWK = dW WQ"),
+    ("e d, e r -> d r", "dWQ = dW^T WK"),
+    ("n d, d k -> n k", "linear head z = u v"),
+    ("n d, n k -> d k", "dv = u^T dz"),
+    ("n k, d k -> n d", "du = dz v^T"),
+    ("n d, d m -> n m", "MLP hidden layer X W1"),
+    ("n m, m k -> n k", "MLP logits H W2"),
+    ("n d, n m -> d m", "dW1 = X^T D"),
+    ("n m, n k -> m k", "dW2 = H^T G"),
+    ("n k, m k -> n m", "G W2^T"),
+    ("n m, d m -> n d", "D W1^T"),
+    ("n d c, d -> n c", "v^T x of every token"),
+    ("n d c, s d j -> s n c j", "scores of a trajectory of prompt queries"),
+    ("s e d, n d j -> s n e j", "W_s Z along a trajectory"),
+    ("n e c, s n e j -> s n c j", "scores along a trajectory"),
+    ("m d, m k -> m d k", "outer products: SVM constraint rows"),
+    ("m e, e d -> m d", "(x_a - x_t)^T W per constraint"),
+    ("m d, m d -> m", "row-wise dot products"),
+    ("m e, m d -> e d", "sum_m lambda_m (x_a - x_t) z^T"),
+]
+# shapes a matrix product allows beyond those: each still one matmul, no transpose
+GENERAL = [
     ("a b c, a b d -> c d", "two contracted axes"),
     ("n d c, n d c -> n", "two contracted axes, batch kept"),
-    ("n d, n m -> d m", "contract over the batch: X^T D"),
-    ("n d c, n d j -> n j c", "output order swapped"),
-    ("n d c, n e c -> n e d", "output order swapped, contracted last axis"),
     ("m k, k m -> ", "trace of a product: everything contracted"),
-    ("d m, m k -> k d", "transposed output"),
-    ("n d c, n d j -> j c n", "batch axis moved last"),
-    ("n d, d m -> m", "an axis summed away (n only in operand 1)"),
-    ("n d c, d -> n c", "a vector operand"),
-    ("n d, m -> n m", "outer product, nothing contracted"),
+    ("n, m -> n m", "outer product, nothing contracted"),
     ("n d, n d -> n d", "elementwise product"),
-    ("n d c, n e c -> n d e c", "batch axes on both sides, nothing contracted"),
     ("d, d ->", "dot product"),
 ]
+PATTERNS = LIBRARY + GENERAL
+
+
+def test_the_table_is_the_librarys_patterns() -> None:
+    used = set()
+    for package in ("mlp", "attnlab"):
+        for path in (ROOT / package).rglob("*.py"):
+            used |= set(re.findall(r'contract\(\s*"([^"]*)"', path.read_text()))
+    assert used == {p for p, _ in LIBRARY}
 
 
 @pytest.mark.parametrize(("pattern", "what"), PATTERNS, ids=[p for p, _ in PATTERNS])
-def test_contract_agrees_with_einsum(pattern: str, what: str) -> None:
-    lhs, out = pattern.split("->")
+def test_contract_agrees_with_einops_einsum(pattern: str, what: str) -> None:
+    lhs, _ = pattern.split("->")
     a_axes, b_axes = (s.split() for s in lhs.split(","))
     rng = np.random.default_rng(len(pattern))
     a = rng.standard_normal([SIZES[x] for x in a_axes])
     b = rng.standard_normal([SIZES[x] for x in b_axes])
-    spec = f"{''.join(a_axes)},{''.join(b_axes)}->{''.join(out.split())}"
-    expected = np.einsum(spec, a, b)
+    expected = einops.einsum(a, b, pattern)
     got = mlp.contract(pattern, a, b)
     assert got.shape == expected.shape, what
+    assert got.flags.c_contiguous, what
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=what)
 
 
@@ -86,11 +125,23 @@ def test_wrong_number_of_axes_names_the_operand(ashape: tuple, bshape: tuple, ma
         ("n d, d m -> n x", "output axis 'x' is in no operand"),
         ("n d d m -> n m", "expected a pattern"),
         ("n d, d m, m k -> n k", "expected a pattern"),
+        ("n d, d m -> m", "axis 'n' of operand 1 is in neither the other operand nor the output"),
+        ("d, n d m -> d", "axis 'n' of operand 2 is in neither"),
+        # layouts that need a transpose of the product: the message gives the order to write
+        ("n c j, n d c -> n d j", "the output of .* must be 'n j d'"),
+        ("d m, m k -> k d", "must be 'd k'"),
+        ("n d c, n d j -> j c n", "must be 'n c j'"),
+        ("n d c, n e c -> n d e c", "must be 'n c d e'"),
     ],
 )
 def test_bad_patterns(pattern: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         mlp.contract(pattern, np.ones((2, 2, 2)), np.ones((2, 2)))
+
+
+def test_pattern_must_be_a_string() -> None:
+    with pytest.raises(TypeError, match="contract: pattern: expected a str"):
+        mlp.contract(["n d, d m -> n m"], np.ones((2, 2)), np.ones((2, 2)))  # type: ignore[arg-type]
 
 
 # batch-summed contractions are formed in chunks of axis 0 (cache-sized)
@@ -110,8 +161,7 @@ def test_summed_contraction_in_chunks_equals_einsum(
     monkeypatch.setattr(contract_module, "_CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(9)
     a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
-    spec = pattern.replace(" ", "")
-    expected = np.einsum(spec, a, b)
+    expected = einops.einsum(a, b, pattern)
     got = contract_module.contract(pattern, a, b)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
