@@ -85,6 +85,8 @@ IRIS_STEPS = {4: 6000, 2: 2000}
 
 #: The options a resumed experiment may change; every other one is the run folder's own.
 CHANGEABLE_ON_RESUME = ("steps",)
+#: The arrays of ``snapshots.npz`` (and ``Z`` for the queries of cross attention).
+SNAPSHOT_KEYS = ("X", "y", "target", "index", "steps", "S")
 #: The files of a run folder (``metrics.json`` is written last).
 FILES = (
     "config.json",
@@ -445,12 +447,12 @@ def _check_config(config: dict[str, Any], model: ContextWindowModel, path: Path)
 def _check_snapshots(members: dict[str, Member], model: ContextWindowModel, path: Path) -> None:
     """The headers of ``snapshots.npz``: ``X (p, d, c)``, ``y, target, index (p,)``,
     ``steps (t,)``, ``S (t, p, c, j)`` (and ``Z (p, d, j)`` for cross attention)."""
-    need = {"X", "y", "target", "index", "steps", "S"}  # and Z for the queries of cross attention
-    if not need <= set(members) <= need | {"Z"}:
-        raise RunFolderError(
-            f"run folder: {path}: expected the arrays {sorted(need)} (and Z for cross attention), "
-            f"received {sorted(members)}"
-        )
+    missing = [k for k in SNAPSHOT_KEYS if k not in members]
+    if missing:
+        raise RunFolderError(f"run folder: {path} lacks the arrays {missing}")
+    other = sorted(set(members) - {*SNAPSHOT_KEYS, "Z"})  # Z: the queries of cross attention
+    if other:
+        raise RunFolderError(f"run folder: {path} holds arrays a run never writes: {other}")
     X, S = members["X"], members["S"]
     p, c = (X.shape[0], X.shape[2]) if X.ndim == 3 else (-1, -1)
     shapes = {
@@ -461,7 +463,7 @@ def _check_snapshots(members: dict[str, Member], model: ContextWindowModel, path
         "steps": (members["steps"].ndim == 1, "(t,)", "iu"),
         "S": (
             S.ndim == 4 and S.shape[:3] == (members["steps"].shape[0], p, c),
-            "(t, p, c, j)",
+            "(t, p, c, j) with steps (t,) and X (p, d, c)",
             "f",
         ),
         "Z": (

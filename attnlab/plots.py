@@ -291,10 +291,6 @@ def plot_target_weight(
     return Path(path)
 
 
-#: The arrays every ``snapshots.npz`` holds (see :meth:`attnlab.experiment.Experiment.save`).
-SNAPSHOT_KEYS = ("X", "y", "target", "index", "steps", "S")
-
-
 @dataclass(frozen=True)
 class _Run:
     """A run folder read back for its figures: the saved run (model, config, snapshots) and
@@ -308,22 +304,12 @@ class _Run:
 
 
 def _read_run(run_dir: str | Path) -> _Run:
-    """Load ``run_dir`` and check its ``snapshots.npz``: every array of :data:`SNAPSHOT_KEYS`,
-    ``S (t, p, c, j)`` with ``steps (t,)`` and ``y (p,)``; a :class:`RunFolderError` otherwise."""
+    """Load ``run_dir`` (:func:`attnlab.experiment.load` checks every file, the arrays of
+    ``snapshots.npz`` included; a :class:`RunFolderError` otherwise)."""
     from attnlab.experiment import load  # imported here: experiment imports this module
 
     saved = load(run_dir)
     cfg, snap = saved.config, saved.snapshots
-    path = Path(run_dir) / "snapshots.npz"
-    missing = [k for k in SNAPSHOT_KEYS if k not in snap]
-    if missing:
-        raise RunFolderError(f"run folder: {path} lacks the arrays {missing}")
-    S, steps, y = snap["S"], snap["steps"], snap["y"]
-    if S.ndim != 4 or steps.shape != S.shape[:1] or y.shape != S.shape[1:2]:
-        raise RunFolderError(
-            f"run folder: {path}: expected S (t, p, c, j), steps (t,) and y (p,), received "
-            f"S {S.shape}, steps {steps.shape} and y {y.shape}"
-        )
     return _Run(
         saved=saved,
         class_names=cfg.get("class_names"),

@@ -143,7 +143,7 @@ def test_plot_attention_on_a_snapshot_file_missing_an_array_is_one_line(
     for name in ("config.json", "params.npz"):
         (run / name).write_bytes((finished / name).read_bytes())
     np.savez(run / "snapshots.npz", **snap)
-    _one_line(_run(PLOT, str(run)), 2, "snapshots.npz: expected the arrays")
+    _one_line(_run(PLOT, str(run)), 2, "snapshots.npz lacks the arrays ['target']")
 
 
 @pytest.mark.parametrize(

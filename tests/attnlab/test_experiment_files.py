@@ -72,11 +72,14 @@ def _bomb_S(run: Path) -> None:
 
 
 BROKEN = {
-    "missing target": (_edit_snapshots(lambda s: s.pop("target")), r"expected the arrays"),
-    "unknown array": (_edit_snapshots(lambda s: s.update(W=np.zeros(2))), r"expected the arrays"),
+    "missing target": (
+        _edit_snapshots(lambda s: s.pop("target")),
+        r"lacks the arrays \['target'\]",
+    ),
+    "unknown array": (_edit_snapshots(lambda s: s.update(W=np.zeros(2))), r"never writes: \['W'\]"),
     "S of another shape": (
         _edit_snapshots(lambda s: s.update(S=s["S"][:, :, :3])),
-        r"'S' has shape \(3, 6, 3, 1\) float64, expected \(t, p, c, j\)",
+        r"'S' has shape \(3, 6, 3, 1\) float64, expected \(t, p, c, j\) with steps",
     ),
     "X of strings": (
         _edit_snapshots(lambda s: s.update(X=s["X"].astype(str))),
