@@ -55,3 +55,36 @@ def test_an_overflow_in_training_is_a_divergence() -> None:
     with pytest.raises(mlp.TrainingDiverged, match="training diverged"):
         trainer.run()
     assert all(np.isfinite(r["train_loss"]) for r in trainer.history.rows)
+
+
+class _Overflowing:
+    """A model whose loss (``in_loss``) or evaluation overflows: it raises FloatingPointError,
+    as the attention's softmax does."""
+
+    def __init__(self, in_loss: bool) -> None:
+        self.params = {"w": np.zeros(2)}
+        self.in_loss = in_loss
+
+    def loss_and_grads(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+        if self.in_loss:
+            raise FloatingPointError("softmax: the scores overflow")
+        return 1.0, {"w": np.ones(2)}
+
+    def metrics(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        if not self.in_loss:
+            raise FloatingPointError("softmax: the scores overflow")
+        return {"loss": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("in_loss", "match"),
+    [
+        (True, r"diverged at step 1 with learning rate 0\.1: softmax: the scores overflow"),
+        (False, r"diverged by step 0: softmax: the scores overflow"),
+    ],
+)
+def test_a_model_that_raises_floating_point_error_diverges(in_loss: bool, match: str) -> None:
+    data = mlp.Dataset(np.zeros((4, 2)), np.zeros(4, dtype=np.int64))
+    trainer = mlp.Trainer(_Overflowing(in_loss), mlp.SGD(), data, steps=2, lr=0.1, progress=False)
+    with pytest.raises(mlp.TrainingDiverged, match=match):
+        trainer.run()
