@@ -85,6 +85,15 @@ IRIS_STEPS = {4: 6000, 2: 2000}
 
 #: The options a resumed experiment may change; every other one is the run folder's own.
 CHANGEABLE_ON_RESUME = ("steps",)
+#: The final metrics and the history columns they are read from.
+METRICS = {
+    "test_accuracy": "test_accuracy",
+    "attention_on_target": "test_attention_on_target",
+    "train_accuracy": "train_accuracy",
+    "train_attention_on_target": "train_attention_on_target",
+    "final_loss": "train_loss",
+    "test_loss": "test_loss",
+}
 #: The arrays of ``snapshots.npz`` (and ``Z`` for the queries of cross attention).
 SNAPSHOT_KEYS = ("X", "y", "target", "index", "steps", "S")
 #: The files of a run folder (``metrics.json`` is written last).
@@ -182,12 +191,7 @@ class Experiment:
         and the steps done."""
         last = self.trainer.history.last
         return {
-            "test_accuracy": last.get("test_accuracy"),
-            "attention_on_target": last.get("test_attention_on_target"),
-            "train_accuracy": last.get("train_accuracy"),
-            "train_attention_on_target": last.get("train_attention_on_target"),
-            "final_loss": last.get("train_loss"),
-            "test_loss": last.get("test_loss"),
+            **{name: last.get(column) for name, column in METRICS.items()},
             "task": self.options["task"],
             "steps": self.trainer.step,
         }

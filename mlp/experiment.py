@@ -43,6 +43,13 @@ DEFAULTS: dict[str, Any] = {
 
 #: The options a resumed experiment may change; every other one is the run folder's own.
 CHANGEABLE_ON_RESUME = ("epochs",)
+#: The final metrics and the history columns they are read from.
+METRICS = {
+    "train_accuracy": "train_accuracy",
+    "test_accuracy": "test_accuracy",
+    "final_loss": "train_loss",
+    "test_loss": "test_loss",
+}
 #: The files of a run folder (``metrics.json`` is written last).
 FILES = (
     "config.json",
@@ -101,10 +108,7 @@ class Experiment:
         first), the seed and the steps done."""
         last = self.trainer.history.last
         return {
-            "train_accuracy": last.get("train_accuracy"),
-            "test_accuracy": last.get("test_accuracy"),
-            "final_loss": last.get("train_loss"),
-            "test_loss": last.get("test_loss"),
+            **{name: last.get(column) for name, column in METRICS.items()},
             "seed": self.options["seed"],
             "steps": self.trainer.step,
         }

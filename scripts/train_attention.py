@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from mlp.train.cli import ScriptParser, check_resume_options, exit_status, folder, run_script
+from mlp.train.cli import ScriptParser, exit_status, folder, run_or_resume, run_script
 
 
 def add_options(p: ScriptParser) -> None:
@@ -62,20 +62,11 @@ def add_options(p: ScriptParser) -> None:
 
 
 def train(p: ScriptParser, argv: list[str] | None) -> int:
-    from attnlab.experiment import CHANGEABLE_ON_RESUME, finish, resume_experiment, run_experiment
+    import attnlab.experiment
     from attnlab.plots import TARGET_NAMES
 
     add_options(p)
-    given = vars(p.parse_args(argv))
-    resume = given.pop("resume", None)
-    if resume is not None:
-        check_resume_options(resume, given, CHANGEABLE_ON_RESUME)
-        experiment = resume_experiment(resume, given.get("steps"))
-        t = experiment.trainer
-        print(f"resuming {resume} at step {t.step} of {t.steps}")
-        m = finish(experiment, resume)
-    else:
-        m = run_experiment(given, given.pop("out", None))
+    m = run_or_resume(attnlab.experiment, vars(p.parse_args(argv)), "steps")
     print(
         f"test accuracy {m['test_accuracy']:.4f}, attention on the {TARGET_NAMES[m['task']]} "
         f"{m['attention_on_target']:.4f} (train accuracy {m['train_accuracy']:.4f}, final "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from mlp.train.cli import ScriptParser, check_resume_options, exit_status, folder, run_script
+from mlp.train.cli import ScriptParser, exit_status, folder, run_or_resume, run_script
 
 
 def add_options(p: ScriptParser) -> None:
@@ -51,27 +51,14 @@ def add_options(p: ScriptParser) -> None:
 
 
 def train(p: ScriptParser, argv: list[str] | None) -> int:
-    from mlp.experiment import (
-        CHANGEABLE_ON_RESUME,
-        finish,
-        resume_experiment,
-        run_experiment,
-        seed_summary,
-    )
+    import mlp.experiment
+
+    def summary(options: dict) -> dict | None:
+        seeds = options.pop("seeds", 1)
+        return mlp.experiment.seed_summary(options, seeds) if seeds != 1 else None
 
     add_options(p)
-    given = vars(p.parse_args(argv))
-    resume = given.pop("resume", None)
-    if resume is not None:
-        check_resume_options(resume, given, CHANGEABLE_ON_RESUME)
-        experiment = resume_experiment(resume, given.get("epochs"))
-        t = experiment.trainer
-        print(f"resuming {resume} at step {t.step} of {t.steps}")
-        m = finish(experiment, resume)
-    else:
-        out, seeds = given.pop("out", None), given.pop("seeds", 1)
-        summary = seed_summary(given, seeds) if seeds != 1 else None
-        m = run_experiment(given, out, summary=summary)
+    m = run_or_resume(mlp.experiment, vars(p.parse_args(argv)), "epochs", summary)
     print(
         f"seed {m['seed']}: train accuracy {m['train_accuracy']:.4f}, "
         f"test accuracy {m['test_accuracy']:.4f}, final train loss {m['final_loss']:.4f}"

@@ -281,29 +281,26 @@ def test_trainer_checkpoint_holds_params_optimizer_state_step_and_history(tmp_pa
 # --- metadata the trainer resumes from: every key and type checked ----------------------------
 
 
+def _sgd_trainer(steps: int, checkpoint: Path | None = None) -> mlp.Trainer:
+    split = mlp.load_iris_split(features=2, seed=0)
+    return mlp.Trainer(
+        mlp.MLP(2, 4, 3, seed=0), mlp.SGD(), mlp.Dataset(split.X_train, split.y_train),
+        steps=steps, lr=0.1, batch_size=40, eval_every=2, checkpoint=checkpoint, progress=False,
+    )  # fmt: skip
+
+
 @pytest.fixture()
 def saved_trainer(tmp_path: Path) -> tuple[Path, dict]:
     """A trainer's checkpoint, and its metadata to tamper with."""
-    split = mlp.load_iris_split(features=2, seed=0)
-    model = mlp.MLP(2, 4, 3, seed=0)
     path = tmp_path / "run.npz"
-    trainer = mlp.Trainer(
-        model, mlp.SGD(), mlp.Dataset(split.X_train, split.y_train), steps=4, lr=0.1,
-        batch_size=40, eval_every=2, checkpoint=path, progress=False,
-    )  # fmt: skip
-    trainer.run()
+    _sgd_trainer(4, path).run()
     return path, load_checkpoint(path)[2]
 
 
 def _resume_with(path: Path, meta: dict) -> None:
     params, opt, _, arrays = load_checkpoint(path)
     save_checkpoint(path, params, opt, meta, arrays)
-    split = mlp.load_iris_split(features=2, seed=0)
-    trainer = mlp.Trainer(
-        mlp.MLP(2, 4, 3, seed=0), mlp.SGD(), mlp.Dataset(split.X_train, split.y_train),
-        steps=8, lr=0.1, batch_size=40, eval_every=2, progress=False,
-    )  # fmt: skip
-    trainer.resume(path)
+    _sgd_trainer(8).resume(path)
 
 
 @pytest.mark.parametrize(
