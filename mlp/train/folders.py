@@ -367,7 +367,9 @@ def _suffix() -> str:
 
 
 def _holds_run(folder: Path, files: Iterable[str]) -> list[str]:
-    return sorted(n for n in {*RUN_FILES, *files} if os.path.lexists(folder / n))
+    """The run files in ``folder``, those of :data:`RUN_FILES` first."""
+    names = [*RUN_FILES, *sorted(set(files) - set(RUN_FILES))]
+    return [n for n in names if os.path.lexists(folder / n)]
 
 
 def create_run_dir(
