@@ -65,7 +65,7 @@ def test_an_out_that_cannot_be_a_folder_is_one_line(
 ) -> None:
     (tmp_path / "file").write_text("in the way")
     out = str(tmp_path / where) if where else ""
-    _one_line(_run(TRAIN_MLP, "--epochs", "1", "--out", out), 2, message)
+    _one_line(_run(TRAIN_MLP, "--epochs", "1", "--out", out, cwd=tmp_path), 2, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 

@@ -80,7 +80,10 @@ def test_an_empty_existing_folder_is_used(tmp_path: Path) -> None:
         ("file/run", "a part of this path is a file"),
     ],
 )
-def test_a_path_that_cannot_be_a_folder_is_refused(tmp_path: Path, where: str, match: str) -> None:
+def test_a_path_that_cannot_be_a_folder_is_refused(
+    tmp_path: Path, where: str, match: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # '' taken as '.' would write a run here, not into the repository
     (tmp_path / "file").write_text("in the way")
     path = str(tmp_path / where) if where else ""
     with pytest.raises(ValueError, match=match):
