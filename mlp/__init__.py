@@ -33,6 +33,7 @@ _EXPORTS = {
         "softmax",
         "softmax_backward",
         "softmax_with_argmax",
+        "squared_loss",
     ),
     "mlp.train": (
         "SGD",

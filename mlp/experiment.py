@@ -160,7 +160,7 @@ def prepare(
         SGD(),
         train,
         steps=steps,
-        lr=make_schedule(opts["schedule"], opts["lr"], decay_steps=decay),
+        lr=make_schedule(opts["schedule"], opts["lr"], decay_steps=decay, steps=steps),
         batch_size=opts["batch_size"],
         test=Dataset(split.X_test, split.y_test),
         eval_every=steps_per_epoch,

@@ -1,4 +1,5 @@
-"""The stable numerics, in one place: relu, softmax, log-sum-exp, cross-entropy, logistic loss.
+"""The stable numerics, in one place: relu, softmax, log-sum-exp, and the losses (cross-entropy,
+logistic, squared).
 
 Every other module (the MLP and the attention layer) calls these; none re-implements them.
 Shapes use the axis names ``n`` samples, ``k`` classes.
@@ -9,7 +10,13 @@ from __future__ import annotations
 import einops
 import numpy as np
 
-from mlp.validation import as_float_array, check_nonempty, class_labels, sign_labels
+from mlp.validation import (
+    as_float_array,
+    check_nonempty,
+    class_labels,
+    real_targets,
+    sign_labels,
+)
 
 
 def relu(x: np.ndarray) -> np.ndarray:
@@ -180,3 +187,23 @@ def logistic_loss(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     loss = float(np.mean(np.logaddexp(0, -margin)))
     dz = -y * np.exp(-np.logaddexp(0, margin)) / n
     return loss, dz.astype(z.dtype, copy=False).reshape(z.shape)
+
+
+def squared_loss(z: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean squared loss of one real output per sample and its gradient.
+
+    ``J = (1/n) sum_i (z_i - t_i)^2 / 2``, ``dJ/dz_i = (z_i - t_i) / n``.
+
+    Shapes: ``z (n,)`` or ``(n, 1)``, targets ``t (n,)``; ``dz`` has ``z``'s shape and dtype.
+    Targets must be finite (NaN or inf targets are refused); non-finite outputs ``z`` give a
+    non-finite loss (what the trainer reports as divergence).
+    """
+    z = as_float_array("z", z, ndim=(1, 2))
+    check_nonempty("z", z)
+    if z.ndim == 2 and z.shape[1] != 1:
+        raise ValueError(f"z: expected shape (n,) or (n, 1), received {z.shape}")
+    t = real_targets("t", t, z.shape[0])
+    r = z.reshape(z.shape[0]) - t
+    n = r.shape[0]
+    loss = float(np.dot(r, r)) / (2 * n)
+    return loss, (r / n).astype(z.dtype, copy=False).reshape(z.shape)

@@ -13,6 +13,7 @@ _EXPORTS = {
         "OPTIMIZERS",
         "SGD",
         "Adam",
+        "Averaged",
         "NormalizedGD",
         "ZeroGradientError",
         "make_optimizer",

@@ -41,7 +41,7 @@ def test_predict_never_returns_a_class_for_non_finite_logits() -> None:
     model = ContextWindowModel(3, attention="prompt", n_classes=3)
     model.params["v"][:] = 1e308
     with np.errstate(over="ignore", invalid="ignore"):
-        with pytest.raises(FloatingPointError, match=r"predict: the logits of 5 of 5 prompts"):
+        with pytest.raises(FloatingPointError, match=r"predict: the outputs of 5 of 5 prompts"):
             model.predict(X * 10)
     model.params["v"][:] = 1.0
     assert model.predict(X).shape == (5,)
