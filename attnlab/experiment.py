@@ -297,6 +297,9 @@ def prepare(
             f"batch_size: expected at most the {len(task.train)} training prompts of task "
             f"{name!r}, received {batch_size}"
         )
+    # before any folder or array exists: a step and an evaluation chunk must fit in memory
+    j = task.train.Z.shape[2] if "Z" in task.train.inputs else None
+    model.check_fits(batch_size or len(task.train), task.train.X.shape[2], True, j)
     trainer = Trainer(
         model,
         make_optimizer(opts["optimizer"]),

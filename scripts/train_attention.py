@@ -87,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     # everything, the heavy imports included, runs inside run_script: any error or Ctrl-C
     # ends in one line
-    return run_script(p, lambda: train(p, argv), diverged_hint=". Try a smaller --lr.")
+    return run_script(
+        p,
+        lambda: train(p, argv),
+        diverged_hint=". Try a smaller --lr.",
+        memory_hint="; reduce --context or --batch-size",
+    )
 
 
 if __name__ == "__main__":

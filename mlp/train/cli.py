@@ -68,11 +68,13 @@ def run_script(
     work: Callable[[], Any],
     *,
     diverged_hint: str = "",
+    memory_hint: str = "",
     resume_flag: str = "--resume",
 ) -> Any:
     """``work()``, with every failure turned into one line and its exit status (see the table
-    above). ``diverged_hint`` is appended to a divergence message (for example which option
-    to lower); ``resume_flag`` names how to continue an interrupted run."""
+    above). ``diverged_hint`` is appended to a divergence message and ``memory_hint`` to a
+    ``MemoryError`` (for example which options to lower); ``resume_flag`` names how to continue
+    an interrupted run."""
     try:
         return work()
     except TrainingDiverged as err:
@@ -83,7 +85,7 @@ def run_script(
     except KeyboardInterrupt:
         parser.fail(130, "interrupted")
     except MemoryError as err:
-        parser.fail(2, f"error: {err or 'not enough memory'}")
+        parser.fail(2, f"error: {err or 'not enough memory'}{memory_hint}")
     except (ValueError, TypeError, FloatingPointError) as err:
         parser.fail(2, f"error: {err}")
     except OSError as err:
