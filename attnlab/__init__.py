@@ -1,12 +1,12 @@
 """The context-window attention layer ``X softmax(X^T Q)`` and the model built on it.
 
-Names other code relies on: ``attend_forward``, ``attend_backward``,
-``ContextWindowModel``; plus the prompt tasks (``make_task``) and the attention SVM
-(``attention_svm``, ``prompt_svm``); the linear form of the layer ``X (X^T Q) / N``
-(``attend_linear_forward``, ``attend_linear_backward``). Plots (``attnlab.plots``), training runs
-(``attnlab.experiment``), the max-margin experiments (``attnlab.max_margin``) and in-context
-regression (``attnlab.icl``) are imported from their modules, so importing the package does not
-load matplotlib.
+Names other code relies on: ``attend_forward``, ``attend_backward``, ``ContextWindowModel``;
+plus the prompt tasks (``make_task``), the attention SVM (``attention_svm``, ``prompt_svm``), the
+linear form of the layer ``X (X^T Q) / N`` (``attend_linear_forward``, ``attend_linear_backward``)
+and ``threads(k)``, the number of threads of the attention step inside a ``with`` block. Plots
+(``attnlab.plots``), training runs (``attnlab.experiment``), the max-margin experiments
+(``attnlab.max_margin``) and in-context regression (``attnlab.icl``) are imported from their
+modules, so importing the package does not load matplotlib.
 """
 
 from attnlab.attention import (
@@ -31,6 +31,7 @@ from attnlab.svm import (
     prompt_svm,
 )
 from attnlab.tasks import STREAM_TASKS, TASKS, Task, make_task
+from attnlab.threads import threads
 
 __all__ = [
     "ATTENTIONS",
@@ -58,4 +59,5 @@ __all__ = [
     "correlation",
     "make_task",
     "prompt_svm",
+    "threads",
 ]

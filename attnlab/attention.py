@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from attnlab.threads import map_blocks, prompt_blocks
 from mlp.contract import contract
 from mlp.numerics import softmax_backward, softmax_with_argmax
 from mlp.validation import as_float_array, check_finite, check_nonempty, positive
@@ -90,20 +91,6 @@ def attend_forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionC
     return _forward(X, Q)
 
 
-# The forward and backward run over blocks of prompts whose (c, j) arrays take about this many
-# bytes, so that the softmax's elementwise passes and the products after them find their operands
-# in cache (measured at n = 1024, d = c = 64, float64: forward 63 -> 53 ms, backward 41 -> 31 ms;
-# 2**19 to 2**20 was best, 2**16 and no blocks both slower).
-_BLOCK_BYTES = 2**20
-
-
-def _blocks(n: int, per_prompt: int) -> list[slice]:
-    """Slices ``[i, i + step)`` covering the ``n`` prompts, ``step`` prompts of ``per_prompt``
-    bytes (each prompt's ``(c, j)`` array) taking about ``_BLOCK_BYTES``; at least one each."""
-    step = max(1, _BLOCK_BYTES // max(per_prompt, 1))
-    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
-
-
 def _forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
     n, d, c = X.shape
     j = Q.shape[-1]
@@ -111,13 +98,17 @@ def _forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
     S = np.empty((n, c, j), dtype=dtype)
     top = np.empty((n, 1, j), dtype=np.intp)
     out = np.empty((n, d, j), dtype=dtype)
-    # block by block, so that the softmax's passes over the scores read them from cache
-    for b in _blocks(n, c * j * dtype.itemsize):
+
+    # block by block (on the threads of attnlab.threads when large), so that the softmax's
+    # passes over the scores read them from cache
+    def block(b: slice) -> None:
         Sb, top[b] = softmax_with_argmax(
             attention_scores(X[b], Q if Q.ndim == 2 else Q[b]), axis=1, overwrite=True
         )
         S[b] = Sb
         out[b] = contract("n d c, n c j -> n d j", X[b], Sb)
+
+    map_blocks(block, prompt_blocks(n, c * j * dtype.itemsize), S.nbytes)
     return out, AttentionCache(X, Q, S, top, Q.ndim == 2)
 
 
@@ -148,21 +139,18 @@ def attend_backward(
             f"dOut: expected shape (n={n}, d={d}, j={j}), received {dOut.shape} "
             f"(or (n={n}, d={d}, 1): the same gradient for every query column)"
         )
-    dS = contract("n d c, n d j -> n c j", X, dOut)  # (n, c, 1) for a broadcast dOut
     top = None if textbook else cache.top
     dtype = np.result_type(X, S, dOut)
     dQ = np.zeros((d, j), dtype=dtype) if cache.shared else np.empty((n, d, j), dtype=dtype)
     dX = np.empty((n, d, X.shape[2]), dtype=np.result_type(dOut, S)) if need_dX else None
+
     # block by block, as in the forward: the softmax backward's passes and the products that
-    # read dScores find them in cache
-    for b in _blocks(n, S.shape[1] * j * S.itemsize):
+    # read dScores find them in cache; a shared Q's dQ is summed over the blocks in their order
+    def block(b: slice) -> np.ndarray | None:
+        dS = contract("n d c, n d j -> n c j", X[b], dOut[b])  # (nb, c, 1) for a broadcast dOut
         dScores = softmax_backward(
-            S[b], dS[b], axis=1, top=None if top is None else top[b], overwrite=True
+            S[b], dS, axis=1, top=None if top is None else top[b], overwrite=True
         )
-        if cache.shared:
-            dQ += contract("n d c, n c j -> d j", X[b], dScores)
-        else:
-            dQ[b] = contract("n d c, n c j -> n d j", X[b], dScores)
         if dX is not None:
             if dOut.shape[2] == j:
                 dX[b] = contract("n d j, n c j -> n d c", dOut[b], S[b])
@@ -172,6 +160,15 @@ def attend_backward(
                 dX[b] += contract("d j, n c j -> n d c", Q, dScores)
             else:
                 dX[b] += contract("n d j, n c j -> n d c", Q[b], dScores)
+        if cache.shared:
+            return contract("n d c, n c j -> d j", X[b], dScores)
+        dQ[b] = contract("n d c, n c j -> n d j", X[b], dScores)
+        return None
+
+    partials = map_blocks(block, prompt_blocks(n, S.shape[1] * j * S.itemsize), S.nbytes)
+    if cache.shared:
+        for p in partials:
+            dQ += p
     return dX, dQ
 
 

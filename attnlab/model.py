@@ -34,7 +34,9 @@ from attnlab.attention import (
     attend_linear_backward,
     check_prompts,
 )
+from attnlab.memory import check_step_fits
 from attnlab.queries import ATTENTIONS, CROSS, init_query_params, make_query, query_backward
+from attnlab.threads import num_threads
 from mlp.contract import contract
 from mlp.validation import (
     as_float_array,
@@ -178,7 +180,11 @@ class ContextWindowModel:
 
     # --- input checks ----------------------------------------------------------------------
 
-    def _inputs(self, X: object, Z: object | None) -> tuple[np.ndarray, np.ndarray | None]:
+    def _inputs(
+        self, X: object, Z: object | None, training: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``X`` and ``Z`` checked against the model; then, before anything is allocated,
+        ``MemoryError`` naming the sizes when the step's activations cannot fit."""
         for k, shape in self._shapes.items():
             p = self.params.get(k)
             if not isinstance(p, np.ndarray) or p.shape != shape or p.dtype.kind != "f":
@@ -211,7 +217,26 @@ class ContextWindowModel:
                 f"Z: only cross attention takes queries Z, this model has "
                 f"attention={self.attention!r}"
             )
+        self.check_fits(X.shape[0], X.shape[2], training, None if Z is None else Z.shape[2])
         return X, Z
+
+    def check_fits(self, n: int, c: int, training: bool = True, j: int | None = None) -> None:
+        """``MemoryError`` naming the sizes when a step (``training``) or an evaluation on ``n``
+        prompts of ``c`` tokens (and ``j`` cross queries) cannot fit in the available memory."""
+        if self.attention in ("self", "kq"):
+            j = 1 if self.pool == "last" and self.scores == "linear" else c
+        elif j is None:
+            j = self.n_queries
+        check_step_fits(
+            n,
+            self.d,
+            c,
+            j,
+            self.dtype,
+            training=training,
+            threads=num_threads(),
+            rank=self.rank if self.attention in ("kq", "cross-kq") else 0,
+        )
 
     def _labels(self, y: object, n: int) -> np.ndarray:
         if self.loss == "squared":
@@ -222,7 +247,7 @@ class ContextWindowModel:
 
     # --- forward ---------------------------------------------------------------------------
 
-    def _query_tokens(self, X: np.ndarray) -> np.ndarray:
+    def _query_tokens(self, X: np.ndarray) -> np.ndarray:  # check_fits counts the same columns
         """The tokens that make queries in self and kq attention: all of them, or, for the
         linear form with ``pool='last'``, only the last one (the other columns of ``out`` never
         reach the head). The softmax form computes every column, so that a trained model's bits
@@ -308,8 +333,15 @@ class ContextWindowModel:
 
     def predict(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
         """Predicted labels ``(n,)``: the sign (+1 on ties) for k = 1, else the argmax class; the
-        real output ``z (n,)`` for the squared loss."""
+        real output ``z (n,)`` for the squared loss. Non-finite outputs (an overflow) raise
+        ``FloatingPointError``: no class or value is made up."""
         z = self.forward(X, Z)
+        if not np.isfinite(z).all():
+            bad = int(np.count_nonzero(~np.isfinite(z).all(axis=1)))
+            raise FloatingPointError(
+                f"predict: the outputs of {bad} of {len(z)} prompts are NaN or inf (overflow of "
+                f"{z.dtype}?): nothing to predict"
+            )
         return z[:, 0] if self.loss == "squared" else self._classes(z)
 
     def _classes(self, z: np.ndarray) -> np.ndarray:
@@ -330,7 +362,7 @@ class ContextWindowModel:
 
         ``target`` (the tasks' target tokens) is accepted and not used: the trainer passes every
         input of a data set to every hook."""
-        X, Z = self._inputs(X, Z)
+        X, Z = self._inputs(X, Z, training=True)
         y = self._labels(y, X.shape[0])
         u, cache, aux = self._attend(X, Z)
         z, H = self._head_forward(u)

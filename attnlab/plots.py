@@ -29,7 +29,7 @@ from matplotlib.patches import Rectangle
 
 from attnlab.model import weight_on_target
 from attnlab.queries import ATTENTIONS
-from mlp.train.folders import RunFolderError
+from mlp.train.folders import RunFolderError, replacing, save_figure
 from mlp.train.trainer import History
 from mlp.validation import choice, positive
 
@@ -104,7 +104,7 @@ def plot_attention_curves(
             ax.legend(frameon=False, loc="best")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)
 
@@ -233,7 +233,7 @@ def plot_attention_maps(
         elif j > 1:
             title += f" ({'mean over' if pool == 'mean' else 'last of'} {j} query columns)"
     fig.suptitle(title if note is None else f"{title}\n{note}", fontsize=11)
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)
 
@@ -287,13 +287,9 @@ def plot_target_weight(
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
     ax.set_title(title or f"Attention on the {target_name} during training")
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)
-
-
-#: The arrays every ``snapshots.npz`` holds (see :meth:`attnlab.experiment.Experiment.save`).
-SNAPSHOT_KEYS = ("X", "y", "target", "index", "steps", "S")
 
 
 @dataclass(frozen=True)
@@ -309,22 +305,12 @@ class _Run:
 
 
 def _read_run(run_dir: str | Path) -> _Run:
-    """Load ``run_dir`` and check its ``snapshots.npz``: every array of :data:`SNAPSHOT_KEYS`,
-    ``S (t, p, c, j)`` with ``steps (t,)`` and ``y (p,)``; a :class:`RunFolderError` otherwise."""
+    """Load ``run_dir`` (:func:`attnlab.experiment.load` checks every file, the arrays of
+    ``snapshots.npz`` included; a :class:`RunFolderError` otherwise)."""
     from attnlab.experiment import load  # imported here: experiment imports this module
 
     saved = load(run_dir)
     cfg, snap = saved.config, saved.snapshots
-    path = Path(run_dir) / "snapshots.npz"
-    missing = [k for k in SNAPSHOT_KEYS if k not in snap]
-    if missing:
-        raise RunFolderError(f"run folder: {path} lacks the arrays {missing}")
-    S, steps, y = snap["S"], snap["steps"], snap["y"]
-    if S.ndim != 4 or steps.shape != S.shape[:1] or y.shape != S.shape[1:2]:
-        raise RunFolderError(
-            f"run folder: {path}: expected S (t, p, c, j), steps (t,) and y (p,), received "
-            f"S {S.shape}, steps {steps.shape} and y {y.shape}"
-        )
     return _Run(
         saved=saved,
         class_names=cfg.get("class_names"),
@@ -446,7 +432,7 @@ def _animate(run: _Run, path: Path, fps: float = 4.0, dpi: int = 80) -> Path:
     fig.canvas.draw()
     fig.set_layout_engine("none")
     writer = PillowWriter(fps=fps)
-    with writer.saving(fig, str(path), dpi):
+    with replacing(path) as tmp, writer.saving(fig, str(tmp), dpi):  # never through a link
         for frame in range(S.shape[0]):
             draw(frame)
             writer.grab_frame()

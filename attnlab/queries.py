@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from attnlab.threads import contract_by_prompts
 from mlp.contract import contract
 
 ATTENTIONS = ("prompt", "self", "kq", "cross", "cross-kq")
@@ -49,15 +50,15 @@ def make_query(
     if kind == "prompt":
         return params["p"], None
     if kind == "self":
-        return contract("e d, n d c -> n e c", params["W"], X), None
+        return contract_by_prompts("e d, n d c -> n e c", params["W"], X), None
     if kind == "kq":
-        T = contract("d r, n d c -> n r c", params["WQ"], X)  # WQ^T X
-        return contract("e r, n r c -> n e c", params["WK"], T), T
+        T = contract_by_prompts("d r, n d c -> n r c", params["WQ"], X)  # WQ^T X
+        return contract_by_prompts("e r, n r c -> n e c", params["WK"], T), T
     assert Z is not None
     if kind == "cross-kq":
         W = contract("e r, d r -> e d", params["WK"], params["WQ"])  # WK WQ^T
-        return contract("e d, n d j -> n e j", W, Z), None
-    return contract("e d, n d j -> n e j", params["W"], Z), None
+        return contract_by_prompts("e d, n d j -> n e j", W, Z), None
+    return contract_by_prompts("e d, n d j -> n e j", params["W"], Z), None
 
 
 def query_backward(
@@ -72,16 +73,16 @@ def query_backward(
     if kind == "prompt":
         return {"p": dQ}
     if kind == "self":
-        return {"W": contract("n e c, n d c -> e d", dQ, X)}
+        return {"W": contract_by_prompts("n e c, n d c -> e d", dQ, X)}
     if kind == "kq":
         assert aux is not None
-        dT = contract("e r, n e c -> n r c", params["WK"], dQ)
+        dT = contract_by_prompts("e r, n e c -> n r c", params["WK"], dQ)
         return {
-            "WK": contract("n e c, n r c -> e r", dQ, aux),
-            "WQ": contract("n d c, n r c -> d r", X, dT),
+            "WK": contract_by_prompts("n e c, n r c -> e r", dQ, aux),
+            "WQ": contract_by_prompts("n d c, n r c -> d r", X, dT),
         }
     assert Z is not None
-    dW = contract("n e j, n d j -> e d", dQ, Z)
+    dW = contract_by_prompts("n e j, n d j -> e d", dQ, Z)
     if kind == "cross-kq":  # the chain rule through W = WK WQ^T
         return {
             "WK": contract("e d, d r -> e r", dW, params["WQ"]),

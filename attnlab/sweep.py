@@ -496,10 +496,10 @@ def _open_folder(out: Path, plan: Plan) -> list[str]:
 def result_row(run: Run, outcome: Mapping[str, Any]) -> dict[str, str]:
     """The results.csv row of a finished run: its options, its metrics (a metric named like an
     option gets the prefix ``metric_``, unless it repeats the option's value), ``wall_seconds``
-    and ``run_id``."""
+    and ``run_id`` (which names the run folder: the metrics' ``run_dir`` is left out)."""
     row = {k: cell(v) for k, v in run.config.items()}
     for k, v in outcome["metrics"].items():
-        if k in row and row[k] == cell(v):
+        if k == "run_dir" or (k in row and row[k] == cell(v)):
             continue
         row[f"metric_{k}" if k in row or k in TAIL else k] = cell(v)
     return {**row, "wall_seconds": cell(outcome["seconds"]), "run_id": run.run_id}

@@ -70,13 +70,21 @@ def softmax_with_argmax(
     The max-shift needs the max anyway; its position is what :func:`softmax_backward` uses to
     stay exact when the softmax saturates. ``overwrite`` computes the softmax in ``z``'s memory
     (no new array; ``z`` then holds the weights, when it is a float array). Ties give the first
-    largest entry.
+    largest entry. Scores that hold NaN or inf (for example products that overflowed the dtype)
+    have no finite weights: ``FloatingPointError``, never NaN weights.
     """
     z = _logits(z, axis)  # integers become a float64 copy: exp cannot write into them
     # np.max reduces along a strided axis in place; np.argmax would copy it to make it the last
     # (measured at (1024, 64, 64), axis 1: 3.8 ms + 2.6 ms for the argmax of the 0/1 mask below
     # against 10.7 ms + 2.5 ms for np.argmax and the gather of the max)
-    e = np.subtract(z, np.max(z, axis=axis, keepdims=True), out=z if overwrite else None)
+    top_value = np.max(z, axis=axis, keepdims=True)  # NaN or inf here iff a score is NaN or +inf
+    finite = np.isfinite(top_value)
+    if not finite.all():
+        raise FloatingPointError(
+            f"softmax: the scores of {finite.size - np.count_nonzero(finite)} of {finite.size} "
+            f"softmaxes hold NaN or inf (overflow of {z.dtype}?): their weights would be NaN"
+        )
+    e = np.subtract(z, top_value, out=z if overwrite else None)
     top = np.argmax(e == 0, axis=axis, keepdims=True)  # z - max == 0 exactly at the max
     np.exp(e, out=e)
     e /= np.sum(e, axis=axis, keepdims=True)

@@ -83,11 +83,11 @@ def class_labels(name: str, y: object, n: int, n_classes: int) -> np.ndarray:
             raise ValueError(f"{name}: expected integer class labels, received non-integer values")
     elif arr.dtype.kind not in "biu":
         raise TypeError(f"{name}: expected integer class labels, received dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-        bad = arr[(arr < 0) | (arr >= n_classes)][0]
+    out = (arr < 0) | (arr >= n_classes)  # before the cast: 1e300 would wrap around
+    if out.any():
+        bad = arr[out][0].item()
         raise ValueError(f"{name}: expected class labels in 0..{n_classes - 1}, received {bad}")
-    return arr
+    return arr.astype(np.int64)
 
 
 def sign_labels(name: str, y: object, n: int) -> np.ndarray:

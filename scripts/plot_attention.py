@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from attnlab.plots import plot_run
-from mlp.train.cli import ScriptParser, run_script
+from mlp.train.cli import ScriptParser, folder, run_script
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     p = ScriptParser(prog="plot_attention.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a train_attention.py run folder")
     p.add_argument(
-        "--out", type=Path, default=None, help="folder for the figures (default RUN_DIR)"
+        "run_dir", type=folder, metavar="RUN_DIR", help="a train_attention.py run folder"
+    )
+    p.add_argument(
+        "--out", type=folder, default=None, help="folder for the figures (default RUN_DIR)"
     )
     p.add_argument(
         "--animate",
@@ -38,9 +38,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, 
 
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
-    paths = run_script(parser, lambda: plot_run(args.run_dir, args.out, animate=args.animate))
-    for path in paths.values():
-        print(f"wrote {path}")
+
+    def work() -> None:
+        from attnlab.plots import plot_run
+
+        for path in plot_run(args.run_dir, args.out, animate=args.animate).values():
+            print(f"wrote {path}")
+
+    run_script(parser, work)
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from attnlab.icl import DEFAULTS, reproduce
 from mlp.train.cli import ScriptParser, run_script
-from mlp.train.folders import default_run_dir
+from mlp.train.folders import create_run_dir
 
 
 def seed_range(text: str) -> range:
@@ -53,7 +53,7 @@ def parser() -> ScriptParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    out = args.out if args.out is not None else default_run_dir("icl")
+    out = args.out if args.out is not None else create_run_dir(None, "icl")
 
     def log(line: str) -> None:
         print(line, flush=True)

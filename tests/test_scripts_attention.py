@@ -340,3 +340,13 @@ def test_load_run_refuses_params_of_another_model(demo: tuple, tmp_path: Path) -
     np.savez(bad / "params.npz", **run.model.params)
     with pytest.raises(RunFolderError, match=r"params\.npz: parameter keys"):
         load(bad)
+
+
+def test_a_context_too_large_for_memory_is_one_line_and_no_folder(tmp_path: Path) -> None:
+    proc = _run(TRAIN, "--context", "100000", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "a training step on a batch of 64 prompts of c=100000 tokens" in lines[0]
+    assert lines[0].endswith("; reduce --context or --batch-size")
+    assert not (tmp_path / "run").exists()

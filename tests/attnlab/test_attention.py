@@ -4,6 +4,8 @@ Axis names of SPEC.md: ``n`` prompts, ``d`` features, ``c`` tokens (keys), ``j``
 Finite differences are central, in float64, relative error < 1e-6 (``tests/gradcheck.py``).
 """
 
+import sys
+
 import numpy as np
 import pytest
 from gradcheck import check_vjp, rel_error
@@ -252,11 +254,11 @@ def test_blocks_of_prompts_equal_the_loop_reference(
 ) -> None:
     """The prompts are processed in blocks; blocks of 3 prompts (the last one of 1) change
     nothing: forward and backward equal the per-prompt loops."""
-    import attnlab.attention
+    from attnlab.threads import prompt_blocks
 
     n, d, c, j = 7, 3, 5, 4
-    monkeypatch.setattr(attnlab.attention, "_BLOCK_BYTES", 3 * c * j * 8)
-    assert [b.stop - b.start for b in attnlab.attention._blocks(n, c * j * 8)] == [3, 3, 1]
+    monkeypatch.setattr(sys.modules["attnlab.threads"], "BLOCK_BYTES", 3 * c * j * 8)
+    assert [b.stop - b.start for b in prompt_blocks(n, c * j * 8)] == [3, 3, 1]
     X, Q, dOut = _problem((n, d, c), (d, j) if shared else (n, d, j), seed=11, scale=5.0)
     if broadcast:  # the same gradient in every query column, as (n, d, 1)
         dOut = dOut[:, :, :1]

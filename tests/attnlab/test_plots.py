@@ -87,10 +87,10 @@ def test_animation_refuses_a_run_without_snapshots(runs: dict, tmp_path: Path) -
     with pytest.raises(RunFolderError, match=r"snapshots\.npz lacks the arrays \['S'\]"):
         animate_attention(run)
     np.savez(run / "snapshots.npz", **{**snap, "steps": snap["steps"][:1]})
-    with pytest.raises(RunFolderError, match=r"expected S \(t, p, c, j\), steps \(t,\)"):
+    with pytest.raises(RunFolderError, match=r"'S' has shape .*, expected \(t, p, c, j\) with"):
         animate_attention(run)
     (run / "snapshots.npz").write_bytes(b"PK\x03\x04 not a zip archive")
-    with pytest.raises(RunFolderError, match=r"snapshots\.npz is truncated or not an \.npz"):
+    with pytest.raises(RunFolderError, match=r"snapshots\.npz: truncated, garbled or not an"):
         animate_attention(run)
     (run / "snapshots.npz").unlink()
     with pytest.raises(RunFolderError, match=r"no file .*snapshots\.npz"):

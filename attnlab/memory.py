@@ -1,0 +1,182 @@
+"""How many bytes a step of the context-window model allocates, and a clear stop when they do not
+fit in the memory available.
+
+For ``n`` prompts of ``c`` tokens with ``d`` features and ``j`` query columns (``j = c`` for self
+and kq attention), a step keeps (axis names of the attention layer)::
+
+    Q    (n, d, j)   the queries                 S    (n, c, j)   the attention weights
+    top  (n, 1, j)   the argmax of S (intp)      out  (n, d, j)   the outputs X S
+    dOut (n, d, j)   the output gradient         dQ   (n, d, j)   the query gradient (training)
+
+plus the scores of the blocks of prompts being computed (one block per thread, a block being
+about :data:`attnlab.threads.BLOCK_BYTES`, at least one prompt's ``(c, j)`` array), with the
+0/1 masks that find their maxima. The input
+``X (n, d, c)`` is not counted (it exists before the step). ``S`` dominates when ``c`` is large:
+``64 * c^2 * 8`` bytes for a batch of 64 prompts in float64, 5.1 TB at ``c = 100000``.
+
+:func:`check_fits` compares a size with :func:`available_bytes` (``MemAvailable`` of
+``/proc/meminfo``, lowered to a cgroup's memory limit when there is one) and raises
+``MemoryError`` with one line naming the sizes, before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from attnlab.threads import BLOCK_BYTES
+
+__all__ = ["activation_bytes", "available_bytes", "check_fits", "check_step_fits", "format_bytes"]
+
+#: Where :func:`available_bytes` reads the memory available (module constants, so that tests can
+#: point them at their own files).
+MEMINFO = Path("/proc/meminfo")
+CGROUP_FILES = (
+    (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),  # cgroup v2
+    (
+        Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
+        Path("/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ),
+)
+
+
+def _count(name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name}: expected a positive integer, received {v!r}")
+    return int(v)
+
+
+def activation_bytes(
+    n: int,
+    d: int,
+    c: int,
+    j: int,
+    dtype: npt.DTypeLike = np.float64,
+    *,
+    training: bool = True,
+    threads: int = 1,
+    rank: int = 0,
+) -> dict[str, int]:
+    """Bytes of each array a step allocates for ``n`` prompts ``(d, c)`` and ``j`` queries.
+
+    Keys name the arrays with their shapes (see the module docstring); ``training=False`` is an
+    evaluation (forward only: no ``dOut``, ``dQ``); ``threads`` blocks of scores are in flight
+    at once; ``rank`` is kq attention's ``r`` (it adds ``WQ^T X`` and its gradient, each
+    ``(n, r, c)``).
+    An upper bound for every attention kind (prompt attention shares one ``Q (d, j)``).
+    """
+    n, d, c, j = (_count(k, v) for k, v in (("n", n), ("d", d), ("c", c), ("j", j)))
+    threads = _count("threads", threads)
+    item = np.dtype(dtype).itemsize
+    per_prompt = c * j * item
+    block = min(n, max(1, BLOCK_BYTES // per_prompt))  # prompts per block
+    blocks = -(-n // block)
+    sizes = {
+        "the attention weights S (n, c, j)": n * c * j * item,
+        "the queries Q (n, d, j)": n * d * j * item,
+        "the outputs X S (n, d, j)": n * d * j * item,
+        "the argmax of S (n, 1, j)": n * j * np.dtype(np.intp).itemsize,
+        # each block's scores, and the 0/1 mask of their maxima with its copy (one byte each)
+        "the scores of the blocks in flight": min(threads, blocks) * block * c * j * (item + 2),
+    }
+    if training:
+        sizes["the output gradient dOut (n, d, j)"] = n * d * j * item
+        sizes["the query gradient dQ (n, d, j)"] = n * d * j * item
+    if rank:
+        r = _count("rank", rank)
+        sizes["WQ^T X (n, r, c)"] = n * r * c * item
+        if training:
+            sizes["its gradient (n, r, c)"] = n * r * c * item
+    return sizes
+
+
+def format_bytes(nbytes: float) -> str:
+    """``5.1 TB``, ``23.4 GB``, ``512 B``: decimal units, three significant digits at most."""
+    value = float(nbytes)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(value) < 999.95 or unit == "PB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def available_bytes() -> int | None:
+    """Bytes this process can still allocate, or None when the system does not say.
+
+    ``MemAvailable`` of :data:`MEMINFO` (else the free pages of ``os.sysconf``), lowered to the
+    room left under a cgroup memory limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``).
+    """
+    known = []
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                known.append(int(line.split()[1]) * 1024)  # kB
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not known:
+        try:
+            known.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    for limit_path, usage_path in CGROUP_FILES:
+        limit, usage = _read_int(limit_path), _read_int(usage_path)
+        if limit is not None and usage is not None and limit < 2**60:  # v1 "no limit" is huge
+            known.append(max(limit - usage, 0))
+    return min(known) if known else None
+
+
+def check_fits(nbytes: int | Mapping[str, int], what: str, *, available: int | None = None) -> None:
+    """Raise ``MemoryError`` when ``nbytes`` exceed the memory available.
+
+    ``nbytes`` is a size, or named sizes (then their sum, and the largest is named). ``what``
+    says what needs them, e.g. ``"a batch of 64 prompts of c=100000 tokens"``; the message
+    reads ``<what> needs 5.1 TB (5.1 TB of it for the attention weights S (n, c, j)); 23.4 GB
+    are available``. ``available`` defaults to :func:`available_bytes`; when that is unknown,
+    nothing is checked.
+    """
+    if isinstance(nbytes, Mapping):
+        total = sum(nbytes.values())
+        name, largest = max(nbytes.items(), key=lambda kv: kv[1])
+        detail = f" ({format_bytes(largest)} of it for {name})"
+    else:
+        total, detail = int(nbytes), ""
+    room = available_bytes() if available is None else available
+    if room is not None and total > room:
+        raise MemoryError(
+            f"{what} needs {format_bytes(total)}{detail}; {format_bytes(room)} are available"
+        )
+
+
+def check_step_fits(
+    n: int,
+    d: int,
+    c: int,
+    j: int,
+    dtype: npt.DTypeLike = np.float64,
+    *,
+    available: int | None = None,
+    **options: Any,
+) -> None:
+    """:func:`check_fits` of :func:`activation_bytes` (``options``: its ``training``,
+    ``threads``, ``rank``): ``MemoryError`` naming ``n``, ``c``, ``d``, ``j``, the dtype and the
+    largest array when a step would not fit."""
+    sizes = activation_bytes(n, d, c, j, dtype, **options)
+    kind = "a training step" if options.get("training", True) else "an evaluation"
+    what = (
+        f"{kind} on a batch of {n} prompts of c={c} tokens (d={d}, j={j}, {np.dtype(dtype).name})"
+    )
+    check_fits(sizes, what, available=available)
