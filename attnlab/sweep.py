@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager, suppress
+from contextlib import closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -57,6 +57,8 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from attnlab.sweep_report import cell, write_report
+from attnlab.threads import threads as attention_threads
+from attnlab.threads import usable_cores
 from mlp.train.folders import read_json, to_jsonable, write_json
 
 #: The library's experiments: name -> module (imported when a sweep names it).
@@ -277,8 +279,8 @@ def run_task(
 ) -> dict[str, Any]:
     """One run (a Dask task): empty ``run_dir``, call the experiment, time it.
 
-    ``threads``: the BLAS threads of the run (None: as the process has them; a worker runs one
-    task per thread, each on one BLAS thread).
+    ``threads``: the BLAS threads and the attention step's threads of the run (None: as the
+    process has them; a worker runs one task per thread, each on one thread of each).
 
     Returns ``{"metrics": dict, "seconds": float, "error": None}``, or ``{"error": "Type:
     message"}`` if the experiment raised (an exception does not end the sweep).
@@ -290,7 +292,10 @@ def run_task(
     module = importlib.import_module(module_name)
     start = time.perf_counter()
     try:
-        with threadpool_limits(threads, user_api="blas"):
+        with (
+            threadpool_limits(threads, user_api="blas"),
+            attention_threads(threads) if threads else nullcontext(),
+        ):
             metrics = module.run_experiment(config, path, progress=False)
     except Exception as err:
         return {"error": error_line(err), "seconds": time.perf_counter() - start}
@@ -356,11 +361,6 @@ class Table:
         finally:
             os.close(fd)
         self.rows.append(dict(row))
-
-
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _start_forkserver() -> None:
