@@ -88,10 +88,12 @@ def attend_forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionC
     """
     X = check_prompts(X)
     Q = _check_query(X, Q)
-    return _forward(X, Q)
+    return attend(X, Q)
 
 
-def _forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
+def attend(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
+    """:func:`attend_forward` without its checks: the one path under it and the model, for
+    ``X (n, d, c)`` and ``Q`` already checked."""
     n, d, c = X.shape
     j = Q.shape[-1]
     dtype = np.result_type(X, Q)
@@ -187,7 +189,7 @@ class LinearAttentionCache:
     shared: bool
 
 
-def _linear_scale(X: np.ndarray, scale: object) -> float:
+def linear_scale(X: np.ndarray, scale: object) -> float:
     """``scale``, or ``1 / N`` with ``N = c - 1`` in-context tokens (the last is the query)."""
     if scale is None:
         if X.shape[2] < 2:
@@ -213,12 +215,13 @@ def attend_linear_forward(
     """
     X = check_prompts(X)
     Q = _check_query(X, Q)
-    return _linear_forward(X, Q, _linear_scale(X, scale))
+    return attend_linear(X, Q, linear_scale(X, scale))
 
 
-def _linear_forward(
+def attend_linear(
     X: np.ndarray, Q: np.ndarray, scale: float
 ) -> tuple[np.ndarray, LinearAttentionCache]:
+    """:func:`attend_linear_forward` without its checks (``scale`` from :func:`linear_scale`)."""
     A = attention_scores(X, Q)
     out = contract("n d c, n c j -> n d j", X, A)
     out *= scale
@@ -346,7 +349,7 @@ def attend_linear_forward_loop(
     """
     X = check_prompts(X)
     Q = _check_query(X, Q)
-    s = _linear_scale(X, scale)
+    s = linear_scale(X, scale)
     n, d, c = X.shape
     j = Q.shape[-1]
     out = np.zeros((n, d, j), dtype=np.result_type(X, Q))
@@ -368,7 +371,7 @@ def attend_linear_backward_loop(
     gets ``dx_t = s a_t g + da_t q`` and the query ``dq = X da``.
     """
     X, Q, dOut, dX, dQ = _loop_backward_inputs(dOut, X, Q)
-    s = _linear_scale(X, scale)
+    s = linear_scale(X, scale)
     for i in range(X.shape[0]):
         Qi = Q if Q.ndim == 2 else Q[i]
         for col in range(Qi.shape[1]):

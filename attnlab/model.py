@@ -27,12 +27,12 @@ import mlp
 from attnlab.attention import (
     AttentionCache,
     LinearAttentionCache,
-    _forward,
-    _linear_forward,
-    _linear_scale,
+    attend,
     attend_backward,
+    attend_linear,
     attend_linear_backward,
     check_prompts,
+    linear_scale,
 )
 from attnlab.memory import check_step_fits
 from attnlab.queries import ATTENTIONS, CROSS, init_query_params, make_query, query_backward
@@ -257,8 +257,8 @@ class ContextWindowModel:
     def _scores_forward(self, X: np.ndarray, Q: np.ndarray):
         """``(out, cache)`` of the softmax or the linear form of the primitive."""
         if self.scores == "linear":
-            return _linear_forward(X, Q, _linear_scale(X, None))
-        return _forward(X, Q)
+            return attend_linear(X, Q, linear_scale(X, None))
+        return attend(X, Q)
 
     def _attend(self, X: np.ndarray, Z: np.ndarray | None):
         Q, aux = make_query(self.attention, self.params, self._query_tokens(X), Z)

@@ -73,7 +73,7 @@ def test_the_table_is_the_librarys_patterns() -> None:
     used = set()
     for package in ("mlp", "attnlab"):
         for path in (ROOT / package).rglob("*.py"):
-            used |= set(re.findall(r'contract\(\s*"([^"]*)"', path.read_text()))
+            used |= set(re.findall(r'contract(?:_by_prompts)?\(\s*"([^"]*)"', path.read_text()))
     assert used == {p for p, _ in LIBRARY}
 
 
