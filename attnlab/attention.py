@@ -114,6 +114,19 @@ def attend(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
     return out, AttentionCache(X, Q, S, top, Q.ndim == 2)
 
 
+def _check_dout(dOut: object, X: np.ndarray, j: int) -> np.ndarray:
+    """``dOut`` as a float array of shape ``(n, d, j)``, or ``(n, d, 1)``: the same gradient
+    for every query column (what the mean pool sends back)."""
+    dOut = as_float_array("dOut", dOut, ndim=3)
+    n, d = X.shape[0], X.shape[1]
+    if dOut.shape not in ((n, d, j), (n, d, 1)):
+        raise ValueError(
+            f"dOut: expected shape (n={n}, d={d}, j={j}), received {dOut.shape} "
+            f"(or (n={n}, d={d}, 1): the same gradient for every query column)"
+        )
+    return dOut
+
+
 def attend_backward(
     dOut: np.ndarray, cache: AttentionCache, *, need_dX: bool = True, textbook: bool = False
 ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -134,13 +147,8 @@ def attend_backward(
             f"received {type(cache).__name__}"
         )
     X, Q, S = cache.X, cache.Q, cache.S
-    dOut = as_float_array("dOut", dOut, ndim=3)
+    dOut = _check_dout(dOut, X, S.shape[2])
     n, d, j = X.shape[0], X.shape[1], S.shape[2]
-    if dOut.shape not in ((n, d, j), (n, d, 1)):
-        raise ValueError(
-            f"dOut: expected shape (n={n}, d={d}, j={j}), received {dOut.shape} "
-            f"(or (n={n}, d={d}, 1): the same gradient for every query column)"
-        )
     top = None if textbook else cache.top
     dtype = np.result_type(X, S, dOut)
     dQ = np.zeros((d, j), dtype=dtype) if cache.shared else np.empty((n, d, j), dtype=dtype)
@@ -247,13 +255,8 @@ def attend_linear_backward(
             f"received {type(cache).__name__}"
         )
     X, Q, A, s = cache.X, cache.Q, cache.A, cache.scale
-    dOut = as_float_array("dOut", dOut, ndim=3)
+    dOut = _check_dout(dOut, X, A.shape[2])
     n, d, j = X.shape[0], X.shape[1], A.shape[2]
-    if dOut.shape not in ((n, d, j), (n, d, 1)):
-        raise ValueError(
-            f"dOut: expected shape (n={n}, d={d}, j={j}), received {dOut.shape} "
-            f"(or (n={n}, d={d}, 1): the same gradient for every query column)"
-        )
     dOut = np.broadcast_to(dOut, (n, d, j))
     dA = contract("n d c, n d j -> n c j", X, dOut)
     dA *= s

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp.train.folders import match_params, read_npz, replacing
+from mlp.train.folders import match_params, parse_json_object, read_npz, replacing
 
 __all__ = ["CheckpointError", "load_checkpoint", "match_params", "save_checkpoint"]
 
@@ -86,17 +86,7 @@ def load_checkpoint(
 
     data = read_npz(path, check=check, what="checkpoint", error=CheckpointError, text=("meta",))
     raw = data.pop("meta")
-    try:
-        meta = json.loads(str(raw))
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"checkpoint {path}: garbled metadata ({err})") from err
-    except RecursionError:
-        raise CheckpointError(f"checkpoint {path}: metadata nested too deeply") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(
-            f"checkpoint {path}: expected 'meta' to be a JSON object, received {raw.dtype} "
-            f"{raw.shape}"
-        )
+    meta = parse_json_object(str(raw), f"checkpoint {path}: the metadata", CheckpointError)
     params = {k[6:]: v for k, v in data.items() if k.startswith("param/")}
     opt = {k[4:]: v for k, v in data.items() if k.startswith("opt/")}
     arrays = {k[6:]: v for k, v in data.items() if k.startswith("extra/")}

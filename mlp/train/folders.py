@@ -208,6 +208,21 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def parse_json_object(data: bytes | str, source: str, error: type[ValueError]) -> dict[str, Any]:
+    """The JSON object in ``data``; ``error`` naming ``source`` if it is not valid JSON (NaN and
+    Infinity included), nested too deeply, or not an object."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        obj = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise error(f"{source} is not valid JSON ({err})") from err
+    except RecursionError:
+        raise error(f"{source} is nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise error(f"{source}: expected a JSON object, received {type(obj).__name__}")
+    return obj
+
+
 def read_json(path: str | Path, what: str = "run folder") -> dict[str, Any]:
     """The JSON object in ``path``; :class:`RunFolderError` if missing, a link, larger than
     :data:`MAX_JSON_BYTES`, not valid JSON (NaN and Infinity included), nested too deeply, or
@@ -217,17 +232,7 @@ def read_json(path: str | Path, what: str = "run folder") -> dict[str, Any]:
         data = f.read(MAX_JSON_BYTES + 1)
     if len(data) > MAX_JSON_BYTES:
         raise RunFolderError(f"{what}: {path} is larger than {MAX_JSON_BYTES} bytes")
-    try:
-        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise RunFolderError(f"{what}: {path} is not valid JSON ({err})") from err
-    except RecursionError:
-        raise RunFolderError(f"{what}: {path} is nested too deeply") from None
-    if not isinstance(obj, dict):
-        raise RunFolderError(
-            f"{what}: {path}: expected a JSON object, received {type(obj).__name__}"
-        )
-    return obj
+    return parse_json_object(data, f"{what}: {path}", RunFolderError)
 
 
 @dataclass(frozen=True)

@@ -101,8 +101,8 @@ def test_an_npz_without_metadata_is_reported(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("meta", "match"),
     [
-        (np.array("{not json"), r"garbled metadata"),
-        (np.array(json.dumps([1, 2])), r"expected 'meta' to be a JSON object, received <U6 \(\)"),
+        (np.array("{not json"), r"the metadata is not valid JSON"),
+        (np.array(json.dumps([1, 2])), r"the metadata: expected a JSON object, received list"),
         (np.array(3.0), r"entry 'meta' is not a string \(float64\)"),
     ],
 )
@@ -341,5 +341,5 @@ def test_deeply_nested_metadata_is_refused(saved_trainer: tuple[Path, dict]) -> 
     payload = {f"param/{k}": v for k, v in params.items()}
     payload["meta"] = np.array('{"rows": ' + "[" * 100_000 + "]" * 100_000 + "}")
     np.savez(path, **payload)
-    with pytest.raises(CheckpointError, match="metadata nested too deeply"):
+    with pytest.raises(CheckpointError, match="the metadata is nested too deeply"):
         load_checkpoint(path)
