@@ -15,6 +15,13 @@ Backward, given ``dOut (d, j)``::
 
 Batched: ``X (n, d, c)``; ``Q (n, d, j)`` per prompt or ``(d, j)`` shared by all prompts (then
 ``dQ`` is summed over the prompts). Every query parametrization of the model is built on this.
+
+The linear form leaves the scores as they are and divides by the ``N = c - 1`` in-context
+tokens (the last token is the query)::
+
+    out = X (X^T Q) / N            (d, j)
+    dX  = (dOut A^T + Q dA^T) / N  with A = X^T Q, dA = X^T dOut
+    dQ  = X dA / N
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import numpy as np
 from attnlab.threads import map_blocks, prompt_blocks
 from mlp.contract import contract
 from mlp.numerics import softmax_backward, softmax_with_argmax
-from mlp.validation import as_float_array, check_finite, check_nonempty
+from mlp.validation import as_float_array, check_finite, check_nonempty, positive
 
 
 @dataclass(frozen=True)
@@ -81,10 +88,12 @@ def attend_forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionC
     """
     X = check_prompts(X)
     Q = _check_query(X, Q)
-    return _forward(X, Q)
+    return attend(X, Q)
 
 
-def _forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
+def attend(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
+    """:func:`attend_forward` without its checks: the one path under it and the model, for
+    ``X (n, d, c)`` and ``Q`` already checked."""
     n, d, c = X.shape
     j = Q.shape[-1]
     dtype = np.result_type(X, Q)
@@ -103,6 +112,19 @@ def _forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
 
     map_blocks(block, prompt_blocks(n, c * j * dtype.itemsize), S.nbytes)
     return out, AttentionCache(X, Q, S, top, Q.ndim == 2)
+
+
+def _check_dout(dOut: object, X: np.ndarray, j: int) -> np.ndarray:
+    """``dOut`` as a float array of shape ``(n, d, j)``, or ``(n, d, 1)``: the same gradient
+    for every query column (what the mean pool sends back)."""
+    dOut = as_float_array("dOut", dOut, ndim=3)
+    n, d = X.shape[0], X.shape[1]
+    if dOut.shape not in ((n, d, j), (n, d, 1)):
+        raise ValueError(
+            f"dOut: expected shape (n={n}, d={d}, j={j}), received {dOut.shape} "
+            f"(or (n={n}, d={d}, 1): the same gradient for every query column)"
+        )
+    return dOut
 
 
 def attend_backward(
@@ -125,13 +147,8 @@ def attend_backward(
             f"received {type(cache).__name__}"
         )
     X, Q, S = cache.X, cache.Q, cache.S
-    dOut = as_float_array("dOut", dOut, ndim=3)
+    dOut = _check_dout(dOut, X, S.shape[2])
     n, d, j = X.shape[0], X.shape[1], S.shape[2]
-    if dOut.shape not in ((n, d, j), (n, d, 1)):
-        raise ValueError(
-            f"dOut: expected shape (n={n}, d={d}, j={j}), received {dOut.shape} "
-            f"(or (n={n}, d={d}, 1): the same gradient for every query column)"
-        )
     top = None if textbook else cache.top
     dtype = np.result_type(X, S, dOut)
     dQ = np.zeros((d, j), dtype=dtype) if cache.shared else np.empty((n, d, j), dtype=dtype)
@@ -165,6 +182,99 @@ def attend_backward(
     return dX, dQ
 
 
+# --- the linear form: scores not passed through a softmax ------------------------------------
+
+
+@dataclass(frozen=True)
+class LinearAttentionCache:
+    """What :func:`attend_linear_backward` needs: ``X (n, d, c)``, ``Q``, the scores
+    ``A = X^T Q (n, c, j)``, the ``scale`` and whether ``Q`` was shared ``(d, j)``."""
+
+    X: np.ndarray
+    Q: np.ndarray
+    A: np.ndarray
+    scale: float
+    shared: bool
+
+
+def linear_scale(X: np.ndarray, scale: object) -> float:
+    """``scale``, or ``1 / N`` with ``N = c - 1`` in-context tokens (the last is the query)."""
+    if scale is None:
+        if X.shape[2] < 2:
+            raise ValueError(
+                f"X: the linear form divides by N = c - 1 in-context tokens, so it needs "
+                f"c >= 2 tokens, received shape {X.shape} (or give a scale)"
+            )
+        return 1.0 / (X.shape[2] - 1)
+    positive("scale", scale)  # type: ignore[arg-type]
+    return float(scale)  # type: ignore[arg-type]
+
+
+def attend_linear_forward(
+    X: np.ndarray, Q: np.ndarray, scale: float | None = None
+) -> tuple[np.ndarray, LinearAttentionCache]:
+    """``out = scale * X (X^T Q)``: linear attention, ``out (n, d, j)`` and the cache.
+
+    ``X (n, d, c)``; ``Q (n, d, j)`` (per prompt) or ``(d, j)`` (shared). The scores
+    ``A = X^T Q (n, c, j)`` weight the tokens as they are, without a softmax. ``scale`` defaults
+    to ``1 / N`` with ``N = c - 1``: the last token is the query, the other ``N`` are the
+    in-context examples, and ``out`` is the mean over them of ``x_t (x_t^T Q)`` plus the
+    query's own term divided by ``N``.
+    """
+    X = check_prompts(X)
+    Q = _check_query(X, Q)
+    return attend_linear(X, Q, linear_scale(X, scale))
+
+
+def attend_linear(
+    X: np.ndarray, Q: np.ndarray, scale: float
+) -> tuple[np.ndarray, LinearAttentionCache]:
+    """:func:`attend_linear_forward` without its checks (``scale`` from :func:`linear_scale`)."""
+    A = attention_scores(X, Q)
+    out = contract("n d c, n c j -> n d j", X, A)
+    out *= scale
+    return out, LinearAttentionCache(X, Q, A, scale, Q.ndim == 2)
+
+
+def attend_linear_backward(
+    dOut: np.ndarray, cache: LinearAttentionCache, *, need_dX: bool = True
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Gradients ``(dX (n, d, c), dQ)`` of ``<dOut, out>`` for ``out = s X (X^T Q)``.
+
+    With ``dA = s X^T dOut (n, c, j)``::
+
+        dX = s dOut A^T + Q dA^T      (n, d, c)
+        dQ = X dA                     (n, d, j), or (d, j) summed over n if Q was shared
+
+    ``dOut (n, d, j)``, or ``(n, d, 1)`` for the same gradient in every query column (what the
+    mean pool sends back). ``need_dX=False`` skips ``dX`` (returns None).
+    """
+    if not isinstance(cache, LinearAttentionCache):
+        raise TypeError(
+            f"cache: expected the LinearAttentionCache returned by attend_linear_forward, "
+            f"received {type(cache).__name__}"
+        )
+    X, Q, A, s = cache.X, cache.Q, cache.A, cache.scale
+    dOut = _check_dout(dOut, X, A.shape[2])
+    n, d, j = X.shape[0], X.shape[1], A.shape[2]
+    dOut = np.broadcast_to(dOut, (n, d, j))
+    dA = contract("n d c, n d j -> n c j", X, dOut)
+    dA *= s
+    if cache.shared:
+        dQ = contract("n d c, n c j -> d j", X, dA)
+    else:
+        dQ = contract("n d c, n c j -> n d j", X, dA)
+    if not need_dX:
+        return None, dQ
+    dX = contract("n d j, n c j -> n d c", dOut, A)
+    dX *= s
+    if cache.shared:
+        dX += contract("d j, n c j -> n d c", Q, dA)
+    else:
+        dX += contract("n d j, n c j -> n d c", Q, dA)
+    return dX, dQ
+
+
 # --- the lecture's non-vectorized form: one prompt at a time ---------------------------------
 
 
@@ -193,14 +303,8 @@ def attend_forward_loop(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.nd
     return out, S_all
 
 
-def attend_backward_loop(
-    dOut: np.ndarray, X: np.ndarray, Q: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-prompt, per-column loop reference of :func:`attend_backward`: ``(dX, dQ)``.
-
-    Each column ``s`` of ``S`` has the softmax Jacobian ``diag(s) - s s^T``; its product with
-    ``ds`` is ``s * (ds - s . ds)``, written with ``ds`` shifted to 0 at the largest weight.
-    """
+def _loop_backward_inputs(dOut: object, X: object, Q: object) -> tuple[np.ndarray, ...]:
+    """The loop references' checked ``X``, ``Q``, ``dOut (n, d, j)`` and zero ``dX``, ``dQ``."""
     X = check_prompts(X)
     Q = _check_query(X, Q)
     dOut = as_float_array("dOut", dOut, ndim=3)
@@ -210,7 +314,18 @@ def attend_backward_loop(
             f"received {dOut.shape}"
         )
     dX = np.zeros_like(X, dtype=np.result_type(X, Q))
-    dQ = np.zeros_like(Q, dtype=dX.dtype)
+    return X, Q, dOut, dX, np.zeros_like(Q, dtype=dX.dtype)
+
+
+def attend_backward_loop(
+    dOut: np.ndarray, X: np.ndarray, Q: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt, per-column loop reference of :func:`attend_backward`: ``(dX, dQ)``.
+
+    Each column ``s`` of ``S`` has the softmax Jacobian ``diag(s) - s s^T``; its product with
+    ``ds`` is ``s * (ds - s . ds)``, written with ``ds`` shifted to 0 at the largest weight.
+    """
+    X, Q, dOut, dX, dQ = _loop_backward_inputs(dOut, X, Q)
     for i in range(X.shape[0]):
         Qi = Q if Q.ndim == 2 else Q[i]
         S = _column_softmax(X[i].T @ Qi)
@@ -224,4 +339,52 @@ def attend_backward_loop(
             dQ += X[i] @ dScores
         else:
             dQ[i] = X[i] @ dScores
+    return dX, dQ
+
+
+def attend_linear_forward_loop(
+    X: np.ndarray, Q: np.ndarray, scale: float | None = None
+) -> np.ndarray:
+    """Per-prompt, per-column loop reference of :func:`attend_linear_forward`: ``out (n, d, j)``.
+
+    Query column ``q`` of prompt ``i``: ``a = X_i^T q`` (one score per token), then
+    ``out = s sum_t a_t x_t``.
+    """
+    X = check_prompts(X)
+    Q = _check_query(X, Q)
+    s = linear_scale(X, scale)
+    n, d, c = X.shape
+    j = Q.shape[-1]
+    out = np.zeros((n, d, j), dtype=np.result_type(X, Q))
+    for i in range(n):
+        Qi = Q if Q.ndim == 2 else Q[i]
+        for col in range(j):
+            a = X[i].T @ Qi[:, col]
+            for t in range(c):
+                out[i, :, col] += s * a[t] * X[i][:, t]
+    return out
+
+
+def attend_linear_backward_loop(
+    dOut: np.ndarray, X: np.ndarray, Q: np.ndarray, scale: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt, per-column loop reference of :func:`attend_linear_backward`: ``(dX, dQ)``.
+
+    For query column ``q`` with upstream ``g``: ``a = X^T q`` and ``da = s X^T g``; token ``t``
+    gets ``dx_t = s a_t g + da_t q`` and the query ``dq = X da``.
+    """
+    X, Q, dOut, dX, dQ = _loop_backward_inputs(dOut, X, Q)
+    s = linear_scale(X, scale)
+    for i in range(X.shape[0]):
+        Qi = Q if Q.ndim == 2 else Q[i]
+        for col in range(Qi.shape[1]):
+            q, g = Qi[:, col], dOut[i][:, col]
+            a, da = X[i].T @ q, s * (X[i].T @ g)
+            for t in range(X.shape[2]):
+                dX[i][:, t] += s * a[t] * g + da[t] * q
+            dq = X[i] @ da
+            if Q.ndim == 2:
+                dQ[:, col] += dq
+            else:
+                dQ[i][:, col] = dq
     return dX, dQ

@@ -6,8 +6,9 @@ holds the options of :data:`DEFAULTS` (``None``: the task's default, see :func:`
 :func:`prepare` builds the task, the :class:`ContextWindowModel` and the one
 :class:`mlp.train.Trainer`, with a few fixed test prompts as snapshots;
 :meth:`Experiment.save` writes the run folder; :func:`resume_experiment` continues one from its
-checkpoint; :func:`load` rebuilds the trained model and its snapshots from a run folder. The
-file helpers are :mod:`mlp.train.folders`.
+checkpoint; :func:`load` rebuilds the trained model and its snapshots from a run folder,
+checking every file against what it must hold. The run-folder rules (one run per folder,
+``metrics.json`` last, atomic writes, no links) are those of :mod:`mlp.train.folders`.
 """
 
 from __future__ import annotations
@@ -18,15 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 
+from attnlab.max_margin import SETTINGS
 from attnlab.model import HEADS, POOLS, ContextWindowModel
 from attnlab.queries import ATTENTIONS
-from attnlab.tasks import TASKS, Task, make_task
+from attnlab.tasks import TASKS, Task, fixed_head, make_task
 from mlp.data import CLASS_NAMES
 from mlp.train.data import Dataset
-from mlp.train.folders import load_arrays, load_model, resume_from, save_arrays, write_json
+from mlp.train.folders import (
+    Member,
+    RunFolderError,
+    create_run_dir,
+    finish_run,
+    load_arrays,
+    load_model,
+    resume_from,
+    save_arrays,
+    write_json,
+)
 from mlp.train.optim import OPTIMIZERS, make_optimizer
 from mlp.train.trainer import History, Trainer
 from mlp.validation import check_seed, choice, positive
@@ -71,32 +82,32 @@ IRIS_DEFAULTS = {
 #: steps, and longer training only overfits the MLP head (test accuracy falls).
 IRIS_STEPS = {4: 6000, 2: 2000}
 
-#: The published settings of the two reproduction tasks: the head ``v`` is
-#: the task's fixed vector and only the attention is trained, full batch, normalized GD.
-REPRO_DEFAULTS = {
-    "max-margin": {
-        "attention": "cross",
-        "pool": "mean",
-        "head": "linear",
-        "context": 8,
-        "optimizer": "ngd",
-        "lr": 0.1,
-        "steps": 2000,
-    },
-    "prompt-norm": {
-        "attention": "prompt",
-        "pool": "mean",
-        "head": "linear",
-        "context": 7,
-        "optimizer": "ngd",
-        "lr": 0.1,
-        "steps": 200,
-    },
-}
-
 
 #: The options a resumed experiment may change; every other one is the run folder's own.
 CHANGEABLE_ON_RESUME = ("steps",)
+#: The final metrics and the history columns they are read from.
+METRICS = {
+    "test_accuracy": "test_accuracy",
+    "attention_on_target": "test_attention_on_target",
+    "train_accuracy": "train_accuracy",
+    "train_attention_on_target": "train_attention_on_target",
+    "final_loss": "train_loss",
+    "test_loss": "test_loss",
+}
+#: The arrays of ``snapshots.npz`` (and ``Z`` for the queries of cross attention).
+SNAPSHOT_KEYS = ("X", "y", "target", "index", "steps", "S")
+#: The files of a run folder (``metrics.json`` is written last).
+FILES = (
+    "config.json",
+    "checkpoint.npz",
+    "history.csv",
+    "params.npz",
+    "snapshots.npz",
+    "curves.png",
+    "attention_map.png",
+    "attention_over_training.png",
+    "metrics.json",
+)
 
 
 def default_options(task: str = "iris-in-context", features: int | None = None) -> dict[str, Any]:
@@ -113,7 +124,7 @@ def default_options(task: str = "iris-in-context", features: int | None = None) 
             opts["features"] = features
         opts["steps"] = IRIS_STEPS.get(opts["features"], IRIS_STEPS[4])
     else:
-        opts.update(REPRO_DEFAULTS[task])
+        opts.update(SETTINGS[task])  # the published settings, with the fixed head
     return opts
 
 
@@ -124,8 +135,13 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"options: unknown {unknown}; expected some of {sorted(DEFAULTS)}")
-    task = config.get("task") or DEFAULTS["task"]
-    opts = default_options(task, config.get("features"))
+    task = DEFAULTS["task"] if config.get("task") is None else config["task"]
+    features = config.get("features")
+    if features is not None and (
+        isinstance(features, bool) or not isinstance(features, (int, np.integer))
+    ):
+        raise ValueError(f"features: expected 2 or 4, received {features!r}")
+    opts = default_options(task, features)
     if task != "iris-in-context" and config.get("features") is not None:
         raise ValueError(
             f"features: only the iris-in-context task has a choice of features, the task is "
@@ -170,24 +186,22 @@ class Experiment:
         return list(CLASS_NAMES) if self.task.n_classes == 3 else ["-1", "+1"]
 
     def metrics(self) -> dict[str, Any]:
-        """Final numbers: test/train accuracy, attention on the target token (test prompts),
-        final training loss, test loss, steps done and why training stopped."""
+        """Final numbers (at the last evaluation; None before the first): test/train accuracy,
+        attention on the target token (test prompts), final training loss, test loss, the task
+        and the steps done."""
         last = self.trainer.history.last
         return {
-            "test_accuracy": last["test_accuracy"],
-            "attention_on_target": last["test_attention_on_target"],
-            "train_accuracy": last["train_accuracy"],
-            "train_attention_on_target": last.get("train_attention_on_target"),
-            "final_loss": last["train_loss"],
-            "test_loss": last["test_loss"],
+            **{name: last.get(column) for name, column in METRICS.items()},
+            "task": self.options["task"],
             "steps": self.trainer.step,
-            "stop_reason": self.trainer.stop_reason,
         }
 
     def config(self) -> dict[str, Any]:
         """What ``config.json`` holds: the resolved options (under their own names, so
         :func:`resume_experiment` can rebuild the experiment), the model's constructor
         arguments, the trainable keys, the data sizes and the library versions."""
+        import matplotlib  # for its version only: not at import (scripts start fast)
+
         return {
             **self.options,
             "model": self.model.config,
@@ -205,15 +219,15 @@ class Experiment:
         }
 
     def save(self, run_dir: str | Path) -> dict[str, Path]:
-        """Write ``config.json``, ``metrics.json``, ``history.csv``, ``params.npz`` and
-        ``snapshots.npz`` into ``run_dir``; returns the paths by name.
+        """Write ``config.json``, ``history.csv``, ``params.npz`` and ``snapshots.npz`` into
+        ``run_dir``; returns the paths by name.
 
         ``snapshots.npz`` holds the snapshot prompts ``X (p, d, c)``, ``y (p,)``,
         ``target (p,)``, ``index (p,)`` (rows of the test set), the evaluation ``steps (t,)``
-        and the attention weights ``S (t, p, c, j)`` at those steps.
+        and the attention weights ``S (t, p, c, j)`` at those steps (and ``Z (p, d, j)`` for
+        cross attention).
         """
         out = Path(run_dir)
-        out.mkdir(parents=True, exist_ok=True)
         history: History = self.trainer.history
         snap = self.snapshot
         S = (
@@ -223,7 +237,6 @@ class Experiment:
         )
         return {
             "config": write_json(out / "config.json", self.config()),
-            "metrics": write_json(out / "metrics.json", self.metrics()),
             "history": history.to_csv(out / "history.csv"),
             "params": save_arrays(out / "params.npz", self.model.params),
             "snapshots": save_arrays(
@@ -275,10 +288,7 @@ def prepare(
         n_classes=task.n_classes,
         seed=seed,
     )
-    trainable = None
-    if "v" in task.info and opts["head"] == "linear":
-        model.params["v"] = np.asarray(task.info["v"], dtype=model.dtype).reshape(task.d, 1)
-        trainable = [k for k in model.params if k != "v"]
+    trainable = fixed_head(task, model)
     index = _snapshot_index(task, opts["snapshots"])
     snapshot = task.test.subset(index)
     batch_size = opts["batch_size"]
@@ -287,6 +297,9 @@ def prepare(
             f"batch_size: expected at most the {len(task.train)} training prompts of task "
             f"{name!r}, received {batch_size}"
         )
+    # before any folder or array exists: a step and an evaluation chunk must fit in memory
+    j = task.train.Z.shape[2] if "Z" in task.train.inputs else None
+    model.check_fits(batch_size or len(task.train), task.train.X.shape[2], True, j)
     trainer = Trainer(
         model,
         make_optimizer(opts["optimizer"]),
@@ -300,7 +313,7 @@ def prepare(
         trainable=trainable,
         snapshot=snapshot,
         checkpoint=checkpoint,
-        checkpoint_every=opts["checkpoint_every"] if checkpoint is not None else None,
+        checkpoint_every=opts["checkpoint_every"],
         progress=progress,
         description=f"{name}, {opts['attention']} attention",
     )
@@ -313,51 +326,60 @@ def resume_experiment(
     """Rebuild the experiment of ``run_dir`` with its own options (``config.json``) and load its
     last checkpoint (``checkpoint.npz``: parameters, optimizer state, step, history, snapshots).
 
-    ``steps`` is the new total number of updates (None: the run's own); training then
-    continues from the checkpoint's step, and ends bit-identical to a run never interrupted.
-    A missing or unreadable file raises :class:`mlp.train.folders.RunFolderError` or
+    ``steps`` is the new total number of updates (None: the run's own); :func:`finish` then
+    continues from the checkpoint's step (or only writes the files, for a run interrupted
+    after training), and ends bit-identical to a run never interrupted. A missing, garbled or
+    linked file raises :class:`mlp.train.folders.RunFolderError` or
     :class:`mlp.train.checkpoint.CheckpointError` (both ``ValueError``) naming it.
     """
-    return resume_from(run_dir, DEFAULTS, prepare, {"steps": steps}, progress)
+    return resume_from(run_dir, DEFAULTS, prepare, {"steps": steps}, progress, check=resolve)
 
 
 def run_experiment(
-    config: Mapping[str, Any], run_dir: str | Path, *, progress: bool | None = None
+    config: Mapping[str, Any],
+    run_dir: str | Path | None = None,
+    *,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Train the experiment of ``config`` and write its run folder ``run_dir``: the files of
-    :meth:`Experiment.save`, ``checkpoint.npz`` and the figures ``curves.png``,
-    ``attention_map.png`` and ``attention_over_training.png``. Returns the metrics.
+    """Train the experiment of ``config`` into a new run folder: ``run_dir``, or (None) a new
+    ``runs/attention-<time>-<suffix>``. Returns what ``metrics.json`` holds, and ``run_dir``.
 
-    ``config.json`` is written before training, so a run killed on the way can be resumed
-     (:func:`resume_experiment`, then :func:`finish`).
+    The options and the task are checked before the folder is created; a folder that already
+    holds a run is refused (:func:`mlp.train.folders.create_run_dir`). ``config.json`` is
+    written before training, so a run killed on the way can be resumed
+    (:func:`resume_experiment`, then :func:`finish`); :func:`finish` writes the rest.
     """
-    run_dir = Path(run_dir)
-    experiment = prepare(config, checkpoint=run_dir / "checkpoint.npz", progress=progress)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", experiment.config())
+    experiment = prepare(config, progress=progress)
+    run_dir = create_run_dir(run_dir, "attention", config=experiment.config(), files=FILES)
+    experiment.trainer.checkpoint = run_dir / "checkpoint.npz"
     return finish(experiment, run_dir)
 
 
-def finish(experiment: Experiment, run_dir: Path) -> dict[str, Any]:
-    """Train ``experiment`` to its last step, save it into ``run_dir`` and draw its figures."""
-    from attnlab.plots import TARGET_NAMES, plot_attention_curves, plot_run
+def finish(experiment: Experiment, run_dir: str | Path) -> dict[str, Any]:
+    """Train ``experiment`` to its last step and complete ``run_dir``: the files of
+    :meth:`Experiment.save`, ``checkpoint.npz``, the figures ``curves.png``,
+    ``attention_map.png`` and ``attention_over_training.png`` (drawn from the files, read back
+    with :func:`load`), then ``metrics.json`` with the ``stop_reason``
+    (:func:`mlp.train.folders.finish_run`). Returns what ``metrics.json`` holds, and
+    ``run_dir``."""
+    run_dir = Path(run_dir)
 
-    # an overflow ends as one TrainingDiverged message (the trainer checks every loss,
-    # gradient and update), not as a stream of numpy RuntimeWarnings before it
-    with np.errstate(over="ignore", invalid="ignore"):
-        experiment.trainer.run()
-    experiment.save(run_dir)
-    opts = experiment.options
-    plot_attention_curves(
-        experiment.trainer.history,
-        run_dir / "curves.png",
-        title=f"{opts['task']}, {opts['attention']} attention, pool {opts['pool']}, "
-        f"{opts['head']} head, {opts['optimizer']} lr {opts['lr']:g}, seed {opts['seed']}",
-        context=opts["context"],
-        target_name=TARGET_NAMES[opts["task"]],
-    )
-    plot_run(run_dir, run_dir)
-    return {**experiment.metrics(), "task": opts["task"]}
+    def write_files() -> None:
+        from attnlab.plots import TARGET_NAMES, plot_attention_curves, plot_run
+
+        experiment.save(run_dir)
+        opts = experiment.options
+        plot_attention_curves(
+            experiment.trainer.history,
+            run_dir / "curves.png",
+            title=f"{opts['task']}, {opts['attention']} attention, pool {opts['pool']}, "
+            f"{opts['head']} head, {opts['optimizer']} lr {opts['lr']:g}, seed {opts['seed']}",
+            context=opts["context"],
+            target_name=TARGET_NAMES[opts["task"]],
+        )
+        plot_run(run_dir, run_dir)
+
+    return finish_run(run_dir, experiment.trainer, write_files, experiment.metrics, FILES)
 
 
 @dataclass
@@ -377,12 +399,91 @@ class SavedRun:
 
 def load(run_dir: str | Path) -> SavedRun:
     """Rebuild the model of a run folder from ``config.json`` + ``params.npz`` and read
-    ``snapshots.npz``; a missing or mismatched file raises
-    :class:`mlp.train.folders.RunFolderError`."""
+    ``snapshots.npz``, each checked against what it must hold (the snapshot arrays' headers
+    before their data, then the labels and token indices); a missing, linked, garbled or
+    mismatched file raises :class:`mlp.train.folders.RunFolderError` naming it."""
 
     def build(cfg: dict[str, Any]) -> ContextWindowModel:
         return ContextWindowModel(**cfg)
 
+    run_dir = Path(run_dir)
     model, config = load_model(run_dir, build)
-    snapshots = load_arrays(Path(run_dir) / "snapshots.npz")
+    _check_config(config, model, run_dir / "config.json")
+    path = run_dir / "snapshots.npz"
+    snapshots = load_arrays(path, check=lambda members: _check_snapshots(members, model, path))
+    try:
+        model._labels(snapshots["y"], len(snapshots["y"]))
+        tokens = snapshots["X"].shape[2]
+        for name in ("target", "index", "steps"):
+            a = snapshots[name]
+            if a.size and a.min() < 0:
+                raise ValueError(f"{name}: expected integers >= 0, received {a.min()}")
+        if snapshots["target"].size and snapshots["target"].max() >= tokens:
+            raise ValueError(
+                f"target: expected token indices in 0..{tokens - 1}, received "
+                f"{snapshots['target'].max()}"
+            )
+    except ValueError as err:
+        raise RunFolderError(f"run folder: {path}: {err}") from None
     return SavedRun(model, config, snapshots)  # type: ignore[arg-type]
+
+
+def _check_config(config: dict[str, Any], model: ContextWindowModel, path: Path) -> None:
+    """The entries of ``config.json`` that :func:`attnlab.plots.plot_run` reads."""
+    try:
+        choice("task", config.get("task"), TASKS)
+        for name in ("attention", "pool"):
+            if config.get(name) != getattr(model, name):
+                raise ValueError(
+                    f"{name}: expected the model's {getattr(model, name)!r}, received "
+                    f"{config.get(name)!r}"
+                )
+        check_seed(config.get("seed"))
+        names = config.get("class_names")
+        want = max(model.n_classes, 2)
+        if not (
+            isinstance(names, list)
+            and len(names) == want
+            and all(isinstance(n, str) for n in names)
+        ):
+            raise ValueError(f"class_names: expected a list of {want} names, received {names!r}")
+    except ValueError as err:
+        raise RunFolderError(f"run folder: {path}: {err}") from None
+
+
+def _check_snapshots(members: dict[str, Member], model: ContextWindowModel, path: Path) -> None:
+    """The headers of ``snapshots.npz``: ``X (p, d, c)``, ``y, target, index (p,)``,
+    ``steps (t,)``, ``S (t, p, c, j)`` (and ``Z (p, d, j)`` for cross attention)."""
+    missing = [k for k in SNAPSHOT_KEYS if k not in members]
+    if missing:
+        raise RunFolderError(f"run folder: {path} lacks the arrays {missing}")
+    other = sorted(set(members) - {*SNAPSHOT_KEYS, "Z"})  # Z: the queries of cross attention
+    if other:
+        raise RunFolderError(f"run folder: {path} holds arrays a run never writes: {other}")
+    X, S = members["X"], members["S"]
+    p, c = (X.shape[0], X.shape[2]) if X.ndim == 3 else (-1, -1)
+    shapes = {
+        "X": (X.ndim == 3 and X.shape[1] == model.d, f"(p, d={model.d}, c)", "f"),
+        "y": (members["y"].shape == (p,), f"(p={p},)", "biuf"),
+        "target": (members["target"].shape == (p,), f"(p={p},)", "iu"),
+        "index": (members["index"].shape == (p,), f"(p={p},)", "iu"),
+        "steps": (members["steps"].ndim == 1, "(t,)", "iu"),
+        "S": (
+            S.ndim == 4 and S.shape[:3] == (members["steps"].shape[0], p, c),
+            "(t, p, c, j) with steps (t,) and X (p, d, c)",
+            "f",
+        ),
+        "Z": (
+            "Z" not in members
+            or (members["Z"].ndim == 3 and members["Z"].shape[:2] == X.shape[:2]),
+            "(p, d, j)",
+            "f",
+        ),
+    }
+    for name, (ok, shape, kinds) in shapes.items():
+        if name in members and (not ok or members[name].dtype.kind not in kinds):
+            m = members[name]
+            raise RunFolderError(
+                f"run folder: {path}: {name!r} has shape {m.shape} {m.dtype}, expected {shape} "
+                f"{'floats' if kinds == 'f' else 'integers' if kinds == 'iu' else 'numbers'}"
+            )

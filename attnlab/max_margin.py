@@ -35,7 +35,7 @@ from attnlab.svm import SVMSolution, attention_svm, attention_svm_nuclear, cosin
 from attnlab.tasks import Task, fixed_head, make_task
 from mlp.contract import contract
 from mlp.numerics import softmax
-from mlp.train.folders import save_arrays, write_json
+from mlp.train.folders import create_run_dir, save_arrays, write_json
 from mlp.train.optim import NormalizedGD, make_optimizer
 from mlp.train.trainer import Trainer
 from mlp.validation import check_seed, choice, positive
@@ -440,6 +440,7 @@ def run_experiment(
     from attnlab.plots import plot_max_margin_run  # matplotlib only when a run is written
 
     cfg = resolve(config)
+    out = create_run_dir(run_dir, "max-margin", files=("curves.npz",))
     run = run_max_margin(
         cfg["seed"],
         cfg["steps"],
@@ -455,16 +456,14 @@ def run_experiment(
         "settled": run.settled,
         "stop_reason": run.stop_reason,
     }
-    out = Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
     write_json(
         out / "config.json", {**cfg, "settings": SETTINGS["max-margin"], **describe("max-margin")}
     )
-    write_json(out / "metrics.json", metrics)
     save_arrays(
         out / "curves.npz",
         {"correlation": run.correlation, "probability": run.probability, "norm": run.norm},
     )
     save_arrays(out / "params.npz", run.model.params)
     plot_max_margin_run(out / "correlation.png", run)
+    write_json(out / "metrics.json", metrics)  # last: the run folder is complete
     return metrics

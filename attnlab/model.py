@@ -3,13 +3,17 @@
 For prompts ``X (n, d, c)`` (and queries ``Z (n, d, j)`` for cross attention)::
 
     out = X softmax(X^T Q)          (n, d, j)   Q from the attention's parameters
+          or X (X^T Q) / (c - 1)                the linear form (scores="linear")
     u   = pool(out)                 (n, d)      mean over the j columns, or the last column
     z   = head(u)                   (n, k)      linear: u v;  mlp: the mlp package's network
-    J   = loss(z, y)                            logistic (k = 1, y in {-1, +1}) or cross-entropy
+    J   = loss(z, y)                            logistic (k = 1, y in {-1, +1}), cross-entropy,
+                                                or squared (k = 1, real targets)
 
 Gradients are hand-written: the head's (``mlp.backward`` for the MLP head), then the pool's, then
-the attention primitive's :func:`attnlab.attend_backward`, then the query's
-(:mod:`attnlab.queries`).
+the attention primitive's (:func:`attnlab.attend_backward` or
+:func:`attnlab.attend_linear_backward`), then the query's (:mod:`attnlab.queries`). With
+``pool='last'`` only the last query column reaches the head, so only that column is computed
+(for self and kq attention: the query ``Q`` of the last token alone).
 """
 
 from __future__ import annotations
@@ -20,8 +24,19 @@ import numpy as np
 import numpy.typing as npt
 
 import mlp
-from attnlab.attention import AttentionCache, _forward, attend_backward, check_prompts
+from attnlab.attention import (
+    AttentionCache,
+    LinearAttentionCache,
+    attend,
+    attend_backward,
+    attend_linear,
+    attend_linear_backward,
+    check_prompts,
+    linear_scale,
+)
+from attnlab.memory import check_step_fits
 from attnlab.queries import ATTENTIONS, CROSS, init_query_params, make_query, query_backward
+from attnlab.threads import num_threads
 from mlp.contract import contract
 from mlp.validation import (
     as_float_array,
@@ -31,11 +46,14 @@ from mlp.validation import (
     class_labels,
     float_dtype,
     positive,
+    real_targets,
     sign_labels,
 )
 
 POOLS = ("mean", "last")
 HEADS = ("linear", "mlp")
+SCORES = ("softmax", "linear")
+LOSSES = ("logistic", "cross_entropy", "squared")
 
 
 def weight_on_target(S: np.ndarray, target: np.ndarray, pool: str = "mean") -> np.ndarray:
@@ -63,13 +81,17 @@ def weight_on_target(S: np.ndarray, target: np.ndarray, pool: str = "mean") -> n
 
 class ContextWindowModel:
     """``ContextWindowModel(d, attention="self", pool="mean", head="linear", n_classes=1,
-    n_queries=1, rank=None, hidden=16, seed=0)``.
+    n_queries=1, rank=None, hidden=16, seed=0, scores="softmax", loss=None)``.
 
     ``attention`` in ``prompt, self, kq, cross, cross-kq`` (the cross variants take queries
     ``Z``); ``pool`` in ``mean, last``; ``head`` in ``linear, mlp``. ``n_classes=1``: one
     logit, logistic loss, labels in {-1, +1}; ``>= 2``: cross-entropy, labels in ``0..k-1``.
     ``n_queries`` is ``j`` for prompt attention, ``rank`` is ``r`` for kq and cross-kq (None:
     ``r = d``), ``hidden`` is ``m`` for the MLP head.
+    ``scores="linear"`` is the linear form of the layer, ``X (X^T Q) / (c - 1)`` (prompts need
+    ``c >= 2`` tokens). ``loss``: None (logistic for ``n_classes=1``, else cross-entropy) or
+    ``"squared"``: one real output per prompt (``n_classes=1``), mean ``(z - y)^2 / 2`` with
+    real targets ``y``; ``predict`` then returns ``z``.
 
     ``params``: the attention's (``p`` or ``W`` or ``WK, WQ``) then the head's (``v (d, k)`` or
     ``W1, b1, W2, b2``); a key can be replaced by assignment. ``dtype=np.float32`` makes float32
@@ -91,6 +113,8 @@ class ContextWindowModel:
         seed: int = 0,
         dtype: npt.DTypeLike = np.float64,
         textbook_backward: bool = False,
+        scores: str = "softmax",
+        loss: str | None = None,
     ) -> None:
         self.d = positive("d", d, integer=True)
         self.attention = choice("attention", attention, ATTENTIONS)
@@ -102,6 +126,15 @@ class ContextWindowModel:
         self.hidden = positive("hidden", hidden, integer=True)
         self.seed = check_seed(seed)
         self.dtype = float_dtype("dtype", dtype)
+        self.scores = choice("scores", scores, SCORES)
+        self.loss = "logistic" if self.n_classes == 1 else "cross_entropy"
+        if loss is not None:
+            self.loss = choice("loss", loss, LOSSES)
+        if (self.loss == "cross_entropy") != (self.n_classes >= 2):
+            need = "n_classes >= 2" if self.loss == "cross_entropy" else "n_classes=1"
+            raise ValueError(
+                f"loss: {self.loss!r} needs {need}, received n_classes={self.n_classes}"
+            )
         if not isinstance(textbook_backward, (bool, np.bool_)):
             raise TypeError(
                 f"textbook_backward: expected True or False, received {textbook_backward!r}"
@@ -141,11 +174,17 @@ class ContextWindowModel:
             "hidden": self.hidden,
             "seed": self.seed,
             "dtype": self.dtype.name,
+            "scores": self.scores,
+            "loss": self.loss,
         }
 
     # --- input checks ----------------------------------------------------------------------
 
-    def _inputs(self, X: object, Z: object | None) -> tuple[np.ndarray, np.ndarray | None]:
+    def _inputs(
+        self, X: object, Z: object | None, training: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``X`` and ``Z`` checked against the model; then, before anything is allocated,
+        ``MemoryError`` naming the sizes when the step's activations cannot fit."""
         for k, shape in self._shapes.items():
             p = self.params.get(k)
             if not isinstance(p, np.ndarray) or p.shape != shape or p.dtype.kind != "f":
@@ -178,23 +217,64 @@ class ContextWindowModel:
                 f"Z: only cross attention takes queries Z, this model has "
                 f"attention={self.attention!r}"
             )
+        self.check_fits(X.shape[0], X.shape[2], training, None if Z is None else Z.shape[2])
         return X, Z
 
+    def check_fits(self, n: int, c: int, training: bool = True, j: int | None = None) -> None:
+        """``MemoryError`` naming the sizes when a step (``training``) or an evaluation on ``n``
+        prompts of ``c`` tokens (and ``j`` cross queries) cannot fit in the available memory."""
+        if self.attention in ("self", "kq"):
+            j = 1 if self.pool == "last" and self.scores == "linear" else c
+        elif j is None:
+            j = self.n_queries
+        check_step_fits(
+            n,
+            self.d,
+            c,
+            j,
+            self.dtype,
+            training=training,
+            threads=num_threads(),
+            rank=self.rank if self.attention in ("kq", "cross-kq") else 0,
+        )
+
     def _labels(self, y: object, n: int) -> np.ndarray:
+        if self.loss == "squared":
+            return real_targets("y", y, n)
         if self.n_classes == 1:
             return sign_labels("y", y, n)
         return class_labels("y", y, n, self.n_classes)
 
     # --- forward ---------------------------------------------------------------------------
 
+    def _query_tokens(self, X: np.ndarray) -> np.ndarray:  # check_fits counts the same columns
+        """The tokens that make queries in self and kq attention: all of them, or, for the
+        linear form with ``pool='last'``, only the last one (the other columns of ``out`` never
+        reach the head). The softmax form computes every column, so that a trained model's bits
+        do not depend on the pool (its maps show every column anyway)."""
+        return X[:, :, -1:] if self.pool == "last" and self.scores == "linear" else X
+
+    def _scores_forward(self, X: np.ndarray, Q: np.ndarray):
+        """``(out, cache)`` of the softmax or the linear form of the primitive."""
+        if self.scores == "linear":
+            return attend_linear(X, Q, linear_scale(X, None))
+        return attend(X, Q)
+
     def _attend(self, X: np.ndarray, Z: np.ndarray | None):
-        Q, aux = make_query(self.attention, self.params, X, Z)
-        out, cache = _forward(X, Q)
+        Q, aux = make_query(self.attention, self.params, self._query_tokens(X), Z)
+        out, cache = self._scores_forward(X, Q)
         if self.pool == "mean":
             u = out.mean(axis=2)
         else:
             u = out[:, :, -1]
         return u, cache, aux
+
+    @staticmethod
+    def _weights(cache: AttentionCache | LinearAttentionCache) -> np.ndarray:
+        """Each token's weight in each output column ``(n, c, j)``: ``S``, or ``A / (c - 1)``."""
+        if isinstance(cache, LinearAttentionCache):
+            return cache.A * cache.scale
+        return cache.S
 
     def _head_forward(self, u: np.ndarray):
         if self.head == "linear":
@@ -209,11 +289,12 @@ class ContextWindowModel:
         return self._head_forward(u)[0]
 
     def attention_weights(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
-        """``S = softmax(X^T Q) (n, c, j)``: column ``j`` holds query ``j``'s weights over the
-        ``c`` key tokens (``j = c`` for self and kq attention, where query ``j`` is token ``j``)."""
+        """``S = softmax(X^T Q) (n, c, j)`` (linear form: ``X^T Q / (c - 1)``): column ``j`` holds
+        query ``j``'s weights over the ``c`` key tokens (``j = c`` for self and kq attention,
+        where query ``j`` is token ``j``)."""
         X, Z = self._inputs(X, Z)
         Q, _ = make_query(self.attention, self.params, X, Z)
-        return _forward(X, Q)[1].S
+        return self._weights(self._scores_forward(X, Q)[1])
 
     def attention_on_target(
         self, X: np.ndarray, target: np.ndarray, Z: np.ndarray | None = None
@@ -235,23 +316,33 @@ class ContextWindowModel:
         Z: np.ndarray | None = None,
         target: np.ndarray | None = None,
     ) -> dict[str, float]:
-        """The trainer's evaluation hook, means over the prompts: ``loss``, ``accuracy`` and,
-        given the target tokens ``target (n,)``, ``attention_on_target``."""
+        """The trainer's evaluation hook, means over the prompts: ``loss``, ``accuracy`` (not for
+        the squared loss) and, given the target tokens ``target (n,)``, ``attention_on_target``."""
         X, Z = self._inputs(X, Z)
         y = self._labels(y, X.shape[0])
         u, cache, _ = self._attend(X, Z)
         z = self._head_forward(u)[0]
-        loss = self._loss(z, y)[0]
-        row = {"loss": float(loss), "accuracy": float(np.mean(self._classes(z) == y))}
+        row = {"loss": float(self._loss(z, y)[0])}
+        if self.loss != "squared":
+            row["accuracy"] = float(np.mean(self._classes(z) == y))
         if target is not None:
             row["attention_on_target"] = float(
-                np.mean(weight_on_target(cache.S, target, self.pool))
+                np.mean(weight_on_target(self._weights(cache), target, self.pool))
             )
         return row
 
     def predict(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
-        """Predicted labels ``(n,)``: the sign (+1 on ties) for k = 1, else the argmax class."""
-        return self._classes(self.forward(X, Z))
+        """Predicted labels ``(n,)``: the sign (+1 on ties) for k = 1, else the argmax class; the
+        real output ``z (n,)`` for the squared loss. Non-finite outputs (an overflow) raise
+        ``FloatingPointError``: no class or value is made up."""
+        z = self.forward(X, Z)
+        if not np.isfinite(z).all():
+            bad = int(np.count_nonzero(~np.isfinite(z).all(axis=1)))
+            raise FloatingPointError(
+                f"predict: the outputs of {bad} of {len(z)} prompts are NaN or inf (overflow of "
+                f"{z.dtype}?): nothing to predict"
+            )
+        return z[:, 0] if self.loss == "squared" else self._classes(z)
 
     def _classes(self, z: np.ndarray) -> np.ndarray:
         if self.n_classes == 1:
@@ -271,7 +362,7 @@ class ContextWindowModel:
 
         ``target`` (the tasks' target tokens) is accepted and not used: the trainer passes every
         input of a data set to every hook."""
-        X, Z = self._inputs(X, Z)
+        X, Z = self._inputs(X, Z, training=True)
         y = self._labels(y, X.shape[0])
         u, cache, aux = self._attend(X, Z)
         z, H = self._head_forward(u)
@@ -282,20 +373,28 @@ class ContextWindowModel:
         else:
             grads, du = mlp.backward(u, H, dz, self.params)
         dOut = self._pool_backward(du, cache)
-        _, dQ = attend_backward(dOut, cache, need_dX=False, textbook=self.textbook_backward)
-        grads.update(query_backward(self.attention, self.params, dQ, X, Z, aux))
+        if isinstance(cache, LinearAttentionCache):
+            _, dQ = attend_linear_backward(dOut, cache, need_dX=False)
+        else:
+            _, dQ = attend_backward(dOut, cache, need_dX=False, textbook=self.textbook_backward)
+        Xq = self._query_tokens(X)
+        grads.update(query_backward(self.attention, self.params, dQ, Xq, Z, aux))
         ordered = {k: grads[k] for k in self.params}
         return loss, ordered
 
     def _loss(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Mean loss and ``dJ/dz``: logistic for one logit, cross-entropy for k >= 2."""
-        if self.n_classes == 1:
+        """Mean loss and ``dJ/dz``: logistic, cross-entropy or squared."""
+        if self.loss == "squared":
+            return mlp.squared_loss(z, y)
+        if self.loss == "logistic":
             return mlp.logistic_loss(z, y)
         return mlp.cross_entropy(z, y)
 
-    def _pool_backward(self, du: np.ndarray, cache: AttentionCache) -> np.ndarray:
+    def _pool_backward(
+        self, du: np.ndarray, cache: AttentionCache | LinearAttentionCache
+    ) -> np.ndarray:
         n, d = du.shape
-        j = cache.S.shape[2]
+        j = (cache.A if isinstance(cache, LinearAttentionCache) else cache.S).shape[2]
         if self.pool == "mean":  # the same gradient du / j for every column: (n, d, 1)
             return (du / j)[:, :, None]
         dOut = np.zeros((n, d, j), dtype=du.dtype)

@@ -1,4 +1,5 @@
-"""Figures of an attention run: learning curves, attention maps, the weight on the target token.
+"""Figures of an attention run: learning curves, attention maps, the weight on the target token;
+the max-margin and in-context regression reproductions.
 
 Functions take arrays (or a :class:`mlp.train.trainer.History`) and a path, draw with matplotlib's
 non-interactive Agg backend and return the path. Attention weights are ``S (p, c, j)`` for ``p``
@@ -9,7 +10,8 @@ Not imported by ``attnlab/__init__``, so importing ``attnlab`` never touches mat
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,16 +21,20 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.animation import PillowWriter
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 
 from attnlab.model import weight_on_target
 from attnlab.queries import ATTENTIONS
+from mlp.train.folders import RunFolderError, replacing, save_figure
 from mlp.train.trainer import History
-from mlp.validation import choice
+from mlp.validation import choice, positive
 
 if TYPE_CHECKING:
+    from attnlab.experiment import SavedRun
     from attnlab.max_margin import MaxMarginKQRun, MaxMarginRun, PromptNormRun
 
 DPI = 120
@@ -98,7 +104,7 @@ def plot_attention_curves(
             ax.legend(frameon=False, loc="best")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)
 
@@ -115,6 +121,70 @@ def _panel_title(
     which = f"test prompt {index[i]}" if index is not None else f"prompt {i}"
     text = f"{which}: true {_label(y, names)}, predicted {_label(pred, names)}"
     return text, ("black" if y == pred else TARGET_COLOR)
+
+
+def _attention_panels(
+    S: np.ndarray,
+    target: np.ndarray,
+    titles: Sequence[tuple[str, str]],
+    attention: str,
+    pool: str,
+    target_name: str,
+    ncols: int,
+) -> tuple[Figure, list]:
+    """The panels of :func:`plot_attention_maps` for ``S (p, c, j)``, without the suptitle:
+    the figure and, per prompt, what holds its weights (the ``AxesImage`` of a ``c x j`` map,
+    or the ``BarContainer`` of the bars), so an animation can replace them frame by frame.
+    ``titles``: each panel's title and its color."""
+    p, c, j = S.shape
+    square = attention in ("self", "kq")
+    rows, cols = _grid(p, ncols)
+    size = (4.3 * cols + (1.2 if square else 0), (4.1 if square else 3.0) * rows + 0.6)
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, constrained_layout=True)
+    ticks = np.arange(0, c, 1 if c <= 10 else max(2, c // 8))
+    image = None
+    holders: list = []
+    for i, ax in enumerate(axes.flat):
+        if i >= p:
+            ax.axis("off")
+            continue
+        t = int(target[i])
+        if square:
+            image = ax.imshow(S[i], cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
+            holders.append(image)
+            ax.add_patch(
+                Rectangle((-0.5, t - 0.5), j, 1, fill=False, ec=TARGET_COLOR, lw=2.2, clip_on=False)
+            )
+            if pool == "last":
+                ax.add_patch(
+                    Rectangle((j - 1.5, -0.5), 1, c, fill=False, ec="white", lw=1.5, ls="--")
+                )
+            ax.set_xticks(ticks)
+            yt = sorted({int(k) for k in ticks if abs(int(k) - t) > 1} | {t})
+            short = target_name.split()[0]
+            ax.set_yticks(yt, [f"{short} {k}" if k == t else str(k) for k in yt])
+            for k, lab in zip(yt, ax.get_yticklabels(), strict=True):
+                if k == t:
+                    lab.set_color(TARGET_COLOR)
+                    lab.set_fontweight("bold")
+            ax.set_xlabel("query token j")
+            ax.set_ylabel("key token c")
+        else:
+            w = _bar_heights(S[i], pool)
+            colors = [TARGET_COLOR if k == t else OTHER_COLOR for k in range(c)]
+            holders.append(ax.bar(np.arange(c), w, color=colors, width=0.8))
+            ax.set_ylim(0.0, 1.02)
+            ax.set_xlim(-0.6, c - 0.4)
+            ax.set_xticks(ticks)
+            ax.set_xlabel(f"token c (red: the {target_name})")
+            ax.set_ylabel("attention weight")
+            ax.grid(axis="y", alpha=0.3)
+        text, color = titles[i]
+        ax.set_title(text, fontsize=9.5, color=color)
+    if square and image is not None:
+        cbar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85)
+        cbar.set_label("attention weight S[c, j] (each column sums to 1)")
+    return fig, holders
 
 
 def plot_attention_maps(
@@ -145,57 +215,15 @@ def plot_attention_maps(
     S = np.asarray(S)
     if S.ndim != 3:
         raise ValueError(f"S: expected shape (p, c, j), received {S.shape}")
-    p, c, j = S.shape
+    p, _, j = S.shape
     target, y, pred = np.asarray(target), np.asarray(y), np.asarray(pred)
     for name, a in (("target", target), ("y", y), ("pred", pred)):
         if a.shape != (p,):
             raise ValueError(f"{name}: expected shape (p={p},), received {a.shape}")
     choice("attention", attention, ATTENTIONS)
+    titles = [_panel_title(i, index, float(y[i]), float(pred[i]), class_names) for i in range(p)]
+    fig, _ = _attention_panels(S, target, titles, attention, pool, target_name, ncols)
     square = attention in ("self", "kq")
-    rows, cols = _grid(p, ncols)
-    size = (4.3 * cols + (1.2 if square else 0), (4.1 if square else 3.0) * rows + 0.6)
-    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, constrained_layout=True)
-    ticks = np.arange(0, c, 1 if c <= 10 else max(2, c // 8))
-    image = None
-    for i, ax in enumerate(axes.flat):
-        if i >= p:
-            ax.axis("off")
-            continue
-        t = int(target[i])
-        if square:
-            image = ax.imshow(S[i], cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
-            ax.add_patch(
-                Rectangle((-0.5, t - 0.5), j, 1, fill=False, ec=TARGET_COLOR, lw=2.2, clip_on=False)
-            )
-            if pool == "last":
-                ax.add_patch(
-                    Rectangle((j - 1.5, -0.5), 1, c, fill=False, ec="white", lw=1.5, ls="--")
-                )
-            ax.set_xticks(ticks)
-            yt = sorted({int(k) for k in ticks if abs(int(k) - t) > 1} | {t})
-            short = target_name.split()[0]
-            ax.set_yticks(yt, [f"{short} {k}" if k == t else str(k) for k in yt])
-            for k, lab in zip(yt, ax.get_yticklabels(), strict=True):
-                if k == t:
-                    lab.set_color(TARGET_COLOR)
-                    lab.set_fontweight("bold")
-            ax.set_xlabel("query token j")
-            ax.set_ylabel("key token c")
-        else:
-            w = S[i].mean(axis=1) if pool == "mean" else S[i, :, -1]
-            colors = [TARGET_COLOR if k == t else OTHER_COLOR for k in range(c)]
-            ax.bar(np.arange(c), w, color=colors, width=0.8)
-            ax.set_ylim(0.0, 1.02)
-            ax.set_xlim(-0.6, c - 0.4)
-            ax.set_xticks(ticks)
-            ax.set_xlabel(f"token c (red: the {target_name})")
-            ax.set_ylabel("attention weight")
-            ax.grid(axis="y", alpha=0.3)
-        text, color = _panel_title(i, index, float(y[i]), float(pred[i]), class_names)
-        ax.set_title(text, fontsize=9.5, color=color)
-    if square and image is not None:
-        cbar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85)
-        cbar.set_label("attention weight S[c, j] (each column sums to 1)")
     if title is None:
         title = f"{attention} attention on {p} test prompts"
         if square:
@@ -205,7 +233,7 @@ def plot_attention_maps(
         elif j > 1:
             title += f" ({'mean over' if pool == 'mean' else 'last of'} {j} query columns)"
     fig.suptitle(title if note is None else f"{title}\n{note}", fontsize=11)
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)
 
@@ -259,47 +287,70 @@ def plot_target_weight(
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
     ax.set_title(title or f"Attention on the {target_name} during training")
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Path]:
-    """Reload a run folder (see :func:`attnlab.experiment.load`) and draw its attention maps at
-    the end of training (``attention_map.png``) and the weight on the target token over
-    training (``attention_over_training.png``) into ``out`` (default: the run folder).
+@dataclass(frozen=True)
+class _Run:
+    """A run folder read back for its figures: the saved run (model, config, snapshots) and
+    the words its figures use."""
 
-    Predictions in the panel titles come from the reloaded model on the snapshot prompts.
-    """
+    saved: SavedRun
+    class_names: list[str] | None
+    target_name: str
+    index: list[int] | None
+    where: str
+
+
+def _read_run(run_dir: str | Path) -> _Run:
+    """Load ``run_dir`` (:func:`attnlab.experiment.load` checks every file, the arrays of
+    ``snapshots.npz`` included; a :class:`RunFolderError` otherwise)."""
     from attnlab.experiment import load  # imported here: experiment imports this module
 
     saved = load(run_dir)
+    cfg, snap = saved.config, saved.snapshots
+    return _Run(
+        saved=saved,
+        class_names=cfg.get("class_names"),
+        target_name=TARGET_NAMES.get(cfg["task"], "target token"),
+        # the reproduction tasks have no held-out prompts (test is train): number them plainly
+        index=[int(i) for i in snap["index"]] if cfg["task"] == "iris-in-context" else None,
+        where=f"{cfg['task']}, {cfg['attention']} attention, pool {cfg['pool']}, "
+        f"seed {cfg['seed']}",
+    )
+
+
+def plot_run(
+    run_dir: str | Path, out: str | Path | None = None, animate: bool = False
+) -> dict[str, Path]:
+    """Reload a run folder (see :func:`attnlab.experiment.load`) and draw its attention maps at
+    the end of training (``attention_map.png``) and the weight on the target token over
+    training (``attention_over_training.png``) into ``out`` (default: the run folder);
+    ``animate=True`` adds the maps at every recorded step (:func:`animate_attention`).
+
+    Predictions in the panel titles come from the reloaded model on the snapshot prompts.
+    """
+    run = _read_run(run_dir)
     out = Path(run_dir) if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg, snap, model = saved.config, saved.snapshots, saved.model
-    names = cfg.get("class_names")
-    target_name = TARGET_NAMES.get(cfg["task"], "target token")
-    # the reproduction tasks have no held-out prompts (test is train): number them plainly
-    index = [int(i) for i in snap["index"]] if cfg["task"] == "iris-in-context" else None
-    S_final = model.attention_weights(snap["X"], **saved.inputs)
-    pred = model.predict(snap["X"], **saved.inputs)
-    where = (
-        f"{cfg['task']}, {cfg['attention']} attention, pool {cfg['pool']}, "
-        f"seed {cfg['seed']}, after {int(snap['steps'][-1]) if snap['steps'].size else 0} steps"
-    )
+    cfg, snap, model = run.saved.config, run.saved.snapshots, run.saved.model
+    inputs = run.saved.inputs
+    where = f"{run.where}, after {int(snap['steps'][-1]) if snap['steps'].size else 0} steps"
     paths = {
         "attention_map": plot_attention_maps(
-            S_final,
+            model.attention_weights(snap["X"], **inputs),
             snap["target"],
             snap["y"],
-            pred,
+            model.predict(snap["X"], **inputs),
             out / "attention_map.png",
             attention=cfg["attention"],
             pool=cfg["pool"],
-            class_names=names,
-            index=index,
+            class_names=run.class_names,
+            index=run.index,
             note=where,
-            target_name=target_name,
+            target_name=run.target_name,
         )
     }
     if snap["S"].shape[0] > 0:
@@ -310,15 +361,247 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> dict[str, Pa
             snap["y"],
             out / "attention_over_training.png",
             pool=cfg["pool"],
-            class_names=names,
-            index=index,
-            title=f"Weight on the {target_name} during training\n{where}",
-            target_name=target_name,
+            class_names=run.class_names,
+            index=run.index,
+            title=f"Weight on the {run.target_name} during training\n{where}",
+            target_name=run.target_name,
         )
+    if animate:
+        paths["attention_animation"] = _animate(run, out / "attention_over_training.gif")
     return paths
 
 
+def animate_attention(
+    run_dir: str | Path, out: str | Path | None = None, fps: float = 4.0, dpi: int = 80
+) -> Path:
+    """The attention maps of a run folder's snapshot prompts at every recorded step, as an
+    animated GIF ``attention_over_training.gif`` in ``out`` (default: the run folder).
+
+    One frame per step of ``snapshots.npz`` (``S (t, p, c, j)`` at ``steps (t,)``), drawn with
+    the layout and the fixed color scale 0..1 of ``attention_map.png``; each frame's title
+    gives its step and the mean weight on the target token over the ``p`` prompts. Panel titles
+    give the true class only (the parameters of intermediate steps are not saved). Written
+    with matplotlib's Pillow writer at ``fps`` frames per second and ``dpi``. A run folder
+    without recorded steps, or with a missing or garbled ``snapshots.npz``, raises
+    :class:`mlp.train.folders.RunFolderError` naming the file.
+    """
+    positive("fps", fps)
+    dpi = positive("dpi", dpi, integer=True)
+    run = _read_run(run_dir)
+    out = Path(run_dir) if out is None else Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return _animate(run, out / "attention_over_training.gif", fps, dpi)
+
+
+def _bar_heights(S: np.ndarray, pool: str) -> np.ndarray:
+    """The weight a bar panel shows per token of ``S (c, j)``: mean or last query column."""
+    return S.mean(axis=1) if pool == "mean" else S[:, -1]
+
+
+def _animate(run: _Run, path: Path, fps: float = 4.0, dpi: int = 80) -> Path:
+    cfg, snap = run.saved.config, run.saved.snapshots
+    S, steps, target, y = snap["S"], snap["steps"], snap["target"], snap["y"]
+    if S.shape[0] == 0 or S.shape[1] == 0:
+        raise RunFolderError(
+            f"run folder: {path.parent / 'snapshots.npz'} holds no attention snapshots "
+            f"(S has shape {S.shape}): train with at least one evaluation to animate it"
+        )
+    attention, pool = cfg["attention"], cfg["pool"]
+    mean_weight = weight_on_target(S, target, pool).mean(axis=1)  # (t,)
+    titles = []
+    for i in range(S.shape[1]):
+        which = f"test prompt {run.index[i]}" if run.index is not None else f"prompt {i}"
+        titles.append((f"{which}: true {_label(float(y[i]), run.class_names)}", "black"))
+    fig, holders = _attention_panels(S[0], target, titles, attention, pool, run.target_name, 3)
+
+    def draw(frame: int) -> None:
+        for i, holder in enumerate(holders):
+            if isinstance(holder, AxesImage):
+                holder.set_data(S[frame, i])
+            else:
+                for bar, height in zip(holder, _bar_heights(S[frame, i], pool), strict=True):
+                    bar.set_height(height)
+        fig.suptitle(
+            f"step {int(steps[frame])}: mean weight on the {run.target_name} over these "
+            f"{len(titles)} prompts {mean_weight[frame]:.3f}\n{run.where}",
+            fontsize=11,
+        )
+
+    # lay the figure out once, on the first frame, then keep every frame in that layout
+    draw(0)
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    writer = PillowWriter(fps=fps)
+    with replacing(path) as tmp, writer.saving(fig, str(tmp), dpi):  # never through a link
+        for frame in range(S.shape[0]):
+            draw(frame)
+            writer.grab_frame()
+    plt.close(fig)
+    return path
+
+
+def plot_backward_error(
+    scales: np.ndarray,
+    errors: Mapping[str, np.ndarray],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """The relative error of ``dQ`` against the score scale, one line per backward
+    (``errors``: name -> ``(k,)`` for ``scales (k,)``, as :func:`attnlab.precision.dq_errors`
+    returns), on a logarithmic error axis with float64's machine epsilon for reference."""
+    scales = np.asarray(scales, dtype=np.float64)
+    if scales.ndim != 1 or scales.size == 0:
+        raise ValueError(f"scales: expected shape (k,) with k >= 1, received {scales.shape}")
+    if not errors:
+        raise ValueError("errors: expected at least one named curve, received none")
+    for name, err in errors.items():
+        if np.shape(err) != scales.shape:
+            raise ValueError(
+                f"errors[{name!r}]: expected shape {scales.shape} like scales, "
+                f"received {np.shape(err)}"
+            )
+    colors = {"exact": "tab:blue", "textbook": "tab:red"}
+    fig, ax = plt.subplots(figsize=(8.4, 4.8), constrained_layout=True)
+    for k, (name, err) in enumerate(errors.items()):
+        err = np.asarray(err, dtype=np.float64)
+        shown = np.where(err > 0, err, np.nan)  # an error of exactly 0 has no place on a log axis
+        ax.semilogy(scales, shown, "o-", ms=3.5, color=colors.get(name, f"C{k}"), label=name)
+    eps = np.finfo(np.float64).eps
+    ax.axhline(eps, color="0.4", lw=1, ls=":", label=f"float64 epsilon ({eps:.1e})")
+    ax.set_xlabel("score scale: the largest |score| of each prompt")
+    ax.set_ylabel("relative error of dQ (worst prompt)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False)
+    ax.set_title(title or "Softmax backward: dQ against a high-precision reference")
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_max_margin_seeds(
+    runs: Sequence[MaxMarginRun], path: str | Path, title: str | None = None
+) -> Path:
+    """The correlation ``<W_s, W_mm> / (||W_s|| ||W_mm||)`` over the iterations ``s`` for a
+    few seeds: mean and +-std over the seeds (left), ``1 - correlation`` on a log scale, mean
+    and worst seed (right). ``runs``: :func:`attnlab.max_margin.run_max_margin` results of the
+    same number of iterations; only their ``seed`` and ``correlation (s,)`` are read."""
+    if len(runs) == 0:
+        raise ValueError("runs: expected at least one max-margin run, received none")
+    lengths = sorted({len(r.correlation) for r in runs})
+    if len(lengths) > 1:
+        raise ValueError(
+            f"runs: expected runs of the same number of iterations, received curves of "
+            f"{lengths} steps"
+        )
+    seeds = ", ".join(str(r.seed) for r in runs)
+    kinds = [(f"seeds {seeds}", np.array([r.correlation for r in runs]), "tab:blue")]
+    title = title or f"max-margin: the direction of W approaches W_mm ({len(runs)} seeds)"
+    return _correlation_figure(kinds, "<W, W_mm> / (||W|| ||W_mm||)", title, Path(path))
+
+
 # --- the max-margin experiments (attnlab.max_margin, attnlab.max_margin_report) -------------
+
+
+# --- in-context linear regression ------------------------------------------------------------
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return Path(path)
+
+
+def plot_icl_rel_error(
+    errors: dict[str, list[tuple[int, np.ndarray, np.ndarray, float]]],
+    target: float,
+    path: str | Path,
+) -> Path:
+    """One panel per covariance: ``||u W11 - Gamma^-1||_F / ||Gamma^-1||_F`` over the training
+    steps (log scale), a line per seed; ``errors[covariance]`` holds ``(seed, steps, errors,
+    final)``, ``final`` (a dot at the last step) being the error of the parameters the run
+    returns (the mean of the last iterates). The dashed line is ``target``."""
+    fig = Figure(figsize=(5.2 * len(errors), 4.0))
+    axes = np.atleast_1d(fig.subplots(1, len(errors)))
+    for ax, (cov, runs) in zip(axes, errors.items(), strict=True):
+        for i, (seed, steps, err, final) in enumerate(runs):
+            (line,) = ax.plot(steps, err, lw=1.0, label=f"seed {seed}")
+            ax.plot(
+                steps[-1], final, "o", color=line.get_color(), ms=5,
+                label="mean of the last iterates" if i == 0 else None,
+            )  # fmt: skip
+        ax.axhline(target, color=OTHER_COLOR, ls="--", lw=1, label=f"target {target:g}")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("relative error of u W11")
+        ax.set_title(f"Lambda = {cov}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_icl_length(length: Sequence[dict[str, float]], N: int, path: str | Path) -> Path:
+    """Test loss of the trained layer against the test prompt length ``M`` (rows ``{"M",
+    "measured", "theory"}``) with the closed form's ``R(M)``; the dotted line is the training
+    length ``N``."""
+    fig = Figure(figsize=(5.5, 4.0))
+    ax = fig.subplots()
+    M = [r["M"] for r in length]
+    ax.plot(M, [r["theory"] for r in length], color=OTHER_COLOR, lw=2, label="theory R(M)")
+    ax.plot(M, [r["measured"] for r in length], "o", color=TARGET_COLOR, label="trained layer")
+    ax.axvline(N, color=OTHER_COLOR, ls=":", lw=1, label=f"training length N = {N}")
+    ax.set_xscale("log")
+    ax.set_xticks(M, [str(m) for m in M])
+    ax.set_xlabel("examples in the test prompt M")
+    ax.set_ylabel("test loss (y - yhat)^2 / 2")
+    ax.set_title("Length generalization, Lambda = I")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_icl_gd(yhat: np.ndarray, ygd: np.ndarray, gd: dict[str, float], path: str | Path) -> Path:
+    """Predictions of the trained layer against one step of GD on the same prompts, the
+    diagonal, and the numbers of ``gd`` (``eta``, ``cosine``, ``rel_l2``,
+    ``sensitivity_cosine``)."""
+    fig = Figure(figsize=(5.0, 4.8))
+    ax = fig.subplots()
+    ax.scatter(ygd, yhat, s=4, alpha=0.4, color=TARGET_COLOR, lw=0)
+    lim = float(np.max(np.abs(np.concatenate([yhat, ygd]))))
+    ax.plot([-lim, lim], [-lim, lim], color=OTHER_COLOR, lw=1)
+    ax.set_xlabel(f"one GD step, eta = N/(N+d+1) = {gd['eta']:.4f}")
+    ax.set_ylabel("trained linear attention")
+    ax.set_title("Predictions on test prompts, Lambda = I")
+    ax.text(
+        0.03,
+        0.97,
+        f"cosine {gd['cosine']:.6f}\nrelative L2 {gd['rel_l2']:.4f}\n"
+        f"cosine of d yhat / d x_q {gd['sensitivity_cosine']:.6f}",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=9,
+    )
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_icl_shift(
+    shift: Sequence[dict[str, float]], theory: Sequence[float], path: str | Path
+) -> Path:
+    """Test loss when every ``x`` is scaled by ``c`` (rows ``{"c", "loss"}``), with the closed
+    form's risk ``theory`` at the same ``c`` (log scale)."""
+    fig = Figure(figsize=(5.5, 4.0))
+    ax = fig.subplots()
+    c = [r["c"] for r in shift]
+    ax.plot(c, theory, color=OTHER_COLOR, lw=2, label="theory (closed form)")
+    ax.plot(c, [r["loss"] for r in shift], "o", color=TARGET_COLOR, label="trained layer")
+    ax.set_yscale("log")
+    ax.set_xlabel("scale c of the test inputs x")
+    ax.set_ylabel("test loss (y - yhat)^2 / 2")
+    ax.set_title("Covariate shift: yhat grows as c^3, y as c")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def _band(ax: Axes, curves: np.ndarray, label: str, color: str, std: bool) -> None:

@@ -3,11 +3,14 @@
 Every generator returns a :class:`Task`: training and test :class:`mlp.Dataset` s with prompts
 ``X (n, d, c)`` (tokens as columns), labels ``y (n,)``, the index of the target token where the
 task has one, queries ``Z (n, d, 1)`` for cross attention, and task-specific arrays in ``info``.
+The in-context regression task trains on a :class:`mlp.train.Stream` instead: fresh prompts at
+every step, a pure function of ``(seed, step)``.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +19,16 @@ from einops import rearrange
 
 from mlp.contract import contract
 from mlp.data import load_iris_split
-from mlp.train.data import Dataset
-from mlp.validation import positive
+from mlp.train.data import Dataset, Stream
+from mlp.validation import as_float_array, check_finite, check_seed, choice, positive
 
 if TYPE_CHECKING:
     from attnlab.model import ContextWindowModel
 
 TASKS = ("iris-in-context", "max-margin", "prompt-norm")
+#: Tasks whose training data is a stream of fresh prompts (real-valued targets).
+STREAM_TASKS = ("linear-regression-in-context",)
+COVARIANCES = ("identity", "spread")
 
 
 @dataclass
@@ -30,14 +36,14 @@ class Task:
     """A task's data: ``train`` and ``test`` datasets and extra arrays (``info``)."""
 
     name: str
-    train: Dataset
+    train: Dataset | Stream
     test: Dataset
     n_classes: int
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def d(self) -> int:
-        return int(self.train.X.shape[1])
+        return int(self.test.X.shape[1])
 
 
 def _balanced_labels(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -140,6 +146,92 @@ def prompt_norm(n: int = 3, context: int = 7, seed: int = 0) -> Task:
     return Task("prompt-norm", data, data, 1, {"v": np.array([0.0, 0.0, 1.0])})
 
 
+def covariance_matrix(covariance: str | np.ndarray, d: int) -> np.ndarray:
+    """``Lambda (d, d)``: ``'identity'`` is ``I_d``, ``'spread'`` is ``diag(linspace(0.5, 2, d))``;
+    an array must be a finite symmetric positive definite ``(d, d)`` matrix."""
+    d = positive("d", d, integer=True)
+    if isinstance(covariance, str):
+        choice("covariance", covariance, COVARIANCES)
+        return np.eye(d) if covariance == "identity" else np.diag(np.linspace(0.5, 2.0, d))
+    Lam = as_float_array("covariance", covariance, ndim=2).astype(np.float64)
+    if Lam.shape != (d, d):
+        raise ValueError(f"covariance: expected shape (d={d}, d={d}), received {Lam.shape}")
+    check_finite("covariance", Lam)
+    if not np.allclose(Lam, Lam.T, rtol=1e-12, atol=0) or np.linalg.eigvalsh(Lam)[0] <= 0:
+        raise ValueError("covariance: expected a symmetric positive definite matrix")
+    return Lam
+
+
+def regression_prompts(n: int, N: int, Lambda: np.ndarray, rng: np.random.Generator) -> Dataset:
+    """``n`` prompts of in-context linear regression: ``Dataset(E (n, d+1, N+1), t (n,))``.
+
+    Per prompt: ``x_1..x_N, x_q ~ N(0, Lambda)`` and ``w ~ N(0, I_d)``; column ``i`` of ``E`` is
+    ``(x_i, y_i)`` with ``y_i = <w, x_i>``, the last column is the query ``(x_q, 0)`` and the
+    target is ``t = <w, x_q>``. ``x = L z`` with ``Lambda = L L^T`` (Cholesky), ``z ~ N(0, I)``.
+    """
+    return _prompts(n, N, np.linalg.cholesky(Lambda), rng)
+
+
+def _prompts(n: int, N: int, L: np.ndarray, rng: np.random.Generator) -> Dataset:
+    """:func:`regression_prompts` with the Cholesky factor ``L (d, d)`` of ``Lambda`` given."""
+    d = L.shape[0]
+    E = np.empty((n, d + 1, N + 1))
+    x = E[:, :d, :]
+    np.matmul(L, rng.standard_normal((n, d, N + 1)), out=x)  # x = L z, written into E
+    w = rng.standard_normal((n, 1, d))
+    np.matmul(w, x, out=E[:, d:, :])  # y = w^T x, the last row
+    t = E[:, d, N].copy()
+    E[:, d, N] = 0.0
+    return Dataset(E, t)
+
+
+def regression_test_prompts(
+    n: int, M: int, Lambda: np.ndarray, seed: int, chunk: int = 10_000
+) -> Iterator[Dataset]:
+    """The test prompts of ``seed`` with ``M`` in-context examples, in pieces of at most
+    ``chunk`` prompts (memory grows with the chunk, not with ``n``).
+
+    Piece ``k`` comes from ``default_rng([seed, 1, M, k])``: a stream apart from training's
+    ``[seed, 0, step]``, the same prompts for every model evaluated with the same arguments.
+    """
+    n, M, chunk = (positive(k, v, integer=True) for k, v in (("n", n), ("M", M), ("chunk", chunk)))
+    L = np.linalg.cholesky(Lambda)
+    for k, start in enumerate(range(0, n, chunk)):
+        rng = np.random.default_rng([check_seed(seed), 1, M, k])
+        yield _prompts(min(chunk, n - start), M, L, rng)
+
+
+def linear_regression_in_context(
+    d: int = 5,
+    N: int = 20,
+    covariance: str | np.ndarray = "identity",
+    seed: int = 0,
+    batch_size: int = 250,
+    n_test: int = 10_000,
+) -> Task:
+    """Zhang, Frei and Bartlett 2023 (arXiv 2306.09927): linear regression in context.
+
+    ``train`` is a :class:`mlp.train.Stream`: update ``step`` gets ``batch_size`` fresh prompts
+    from ``default_rng([seed, 0, step])`` (see :func:`regression_prompts`); ``test`` holds
+    ``n_test`` prompts of :func:`regression_test_prompts` (in one piece). Prompts ``E (n, d+1,
+    N+1)``, real targets ``(n,)``; ``info['Lambda']`` is the covariance of ``x``, ``info['N']``
+    the number of in-context examples.
+    """
+    Lam = covariance_matrix(covariance, d)
+    N = positive("N", N, integer=True)
+    batch_size = positive("batch_size", batch_size, integer=True)
+    seed = check_seed(seed)
+
+    L = np.linalg.cholesky(Lam)
+
+    def batch(step: int) -> Dataset:
+        return _prompts(batch_size, N, L, np.random.default_rng([seed, 0, step]))
+
+    (test,) = regression_test_prompts(n_test, N, Lam, seed, chunk=n_test)
+    train = Stream(batch, "linear-regression-in-context")
+    return Task("linear-regression-in-context", train, test, 1, {"Lambda": Lam, "N": N})
+
+
 def fixed_head(task: Task, model: ContextWindowModel) -> list[str]:
     """Give ``model`` the task's fixed head and return the parameter keys left to train.
 
@@ -163,12 +255,15 @@ def fixed_head(task: Task, model: ContextWindowModel) -> list[str]:
 
 
 def make_task(name: str, **options: Any) -> Task:
-    """The task called ``name`` (one of :data:`TASKS`) with its generator's options."""
-    if name not in TASKS:
-        raise ValueError(f"task: expected one of {', '.join(map(repr, TASKS))}, received {name!r}")
-    fn = {"iris-in-context": iris_in_context, "max-margin": max_margin, "prompt-norm": prompt_norm}[
-        name
-    ]
+    """The task called ``name`` (one of :data:`TASKS` or :data:`STREAM_TASKS`) with its
+    generator's options."""
+    choice("task", name, TASKS + STREAM_TASKS)
+    fn = {
+        "iris-in-context": iris_in_context,
+        "max-margin": max_margin,
+        "prompt-norm": prompt_norm,
+        "linear-regression-in-context": linear_regression_in_context,
+    }[name]
     allowed = list(inspect.signature(fn).parameters)
     unknown = sorted(k for k in options if k not in allowed)
     if unknown:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.datasets import load_iris
-from sklearn.model_selection import train_test_split
 
 from mlp.validation import check_seed
 
@@ -48,6 +46,10 @@ def load_iris_split(
     if not (isinstance(test_size, float) and 0.0 < test_size < 1.0):
         raise ValueError(f"test_size: expected a fraction in (0, 1), received {test_size!r}")
     check_seed(seed)
+    # scikit-learn takes seconds to import: only when the data is needed
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
+
     data = load_iris()
     X = data.data[:, :features].astype(np.float64)
     y = data.target.astype(np.int64)

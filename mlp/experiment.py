@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
-import sklearn
 
 from mlp.data import CLASS_NAMES, IrisSplit, load_iris_split
 from mlp.network import MLP
 from mlp.train.data import Dataset
-from mlp.train.folders import resume_from, save_arrays, write_json
+from mlp.train.folders import create_run_dir, finish_run, resume_from, save_arrays, write_json
 from mlp.train.optim import SCHEDULES, SGD, make_schedule
 from mlp.train.trainer import Trainer
 from mlp.validation import check_seed, choice, positive
@@ -45,6 +43,23 @@ DEFAULTS: dict[str, Any] = {
 
 #: The options a resumed experiment may change; every other one is the run folder's own.
 CHANGEABLE_ON_RESUME = ("epochs",)
+#: The final metrics and the history columns they are read from.
+METRICS = {
+    "train_accuracy": "train_accuracy",
+    "test_accuracy": "test_accuracy",
+    "final_loss": "train_loss",
+    "test_loss": "test_loss",
+}
+#: The files of a run folder (``metrics.json`` is written last).
+FILES = (
+    "config.json",
+    "checkpoint.npz",
+    "history.csv",
+    "params.npz",
+    "curves.png",
+    "decision_regions.png",
+    "metrics.json",
+)
 
 
 def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,7 +69,12 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"options: unknown {unknown}; expected some of {sorted(DEFAULTS)}")
     opts = {**DEFAULTS, **config}
-    if opts["features"] not in (2, 4):
+    features = opts["features"]
+    if (
+        isinstance(features, bool)
+        or not isinstance(features, (int, np.integer))
+        or features not in (2, 4)
+    ):
         raise ValueError(f"features: expected 2 or 4, received {opts['features']!r}")
     for name in ("hidden", "batch_size", "epochs", "checkpoint_every"):
         positive(name, opts[name], integer=True)
@@ -84,20 +104,20 @@ class Experiment:
         return self.options["decay_steps"] or self.trainer.steps / 10
 
     def metrics(self) -> dict[str, Any]:
-        """Final train and test accuracy and loss, steps done and why training stopped."""
+        """Final train and test accuracy and loss (at the last evaluation; None before the
+        first), the seed and the steps done."""
         last = self.trainer.history.last
         return {
-            "train_accuracy": last["train_accuracy"],
-            "test_accuracy": last["test_accuracy"],
-            "final_loss": last["train_loss"],
-            "test_loss": last["test_loss"],
+            **{name: last.get(column) for name, column in METRICS.items()},
             "seed": self.options["seed"],
             "steps": self.trainer.step,
-            "stop_reason": self.trainer.stop_reason,
         }
 
     def config(self) -> dict[str, Any]:
         """What ``config.json`` holds: the options, the derived sizes and the versions."""
+        import matplotlib  # for their versions only: not at import (scripts start fast)
+        import sklearn
+
         return {
             **self.options,
             "decay_steps": self.decay_steps,
@@ -140,13 +160,13 @@ def prepare(
         SGD(),
         train,
         steps=steps,
-        lr=make_schedule(opts["schedule"], opts["lr"], decay_steps=decay),
+        lr=make_schedule(opts["schedule"], opts["lr"], decay_steps=decay, steps=steps),
         batch_size=opts["batch_size"],
         test=Dataset(split.X_test, split.y_test),
         eval_every=steps_per_epoch,
         seed=seed,
         checkpoint=checkpoint,
-        checkpoint_every=opts["checkpoint_every"] * steps_per_epoch if checkpoint else None,
+        checkpoint_every=opts["checkpoint_every"] * steps_per_epoch,
         progress=progress,
         description=f"seed {seed}",
     )
@@ -154,55 +174,74 @@ def prepare(
 
 
 def run_experiment(
-    config: Mapping[str, Any], run_dir: str | Path, *, progress: bool | None = None
+    config: Mapping[str, Any],
+    run_dir: str | Path | None = None,
+    *,
+    progress: bool | None = None,
+    summary: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train the experiment of ``config`` and write its run folder ``run_dir``: ``config.json``
-    (before training, so a killed run can be resumed), ``checkpoint.npz``, ``metrics.json``,
-    ``history.csv`` (a row per epoch), ``params.npz``, ``curves.png`` and
-    ``decision_regions.png``. Returns the metrics."""
-    run_dir = Path(run_dir)
-    experiment = prepare(config, checkpoint=run_dir / "checkpoint.npz", progress=progress)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", experiment.config())
-    return finish(experiment, run_dir)
+    """Train the experiment of ``config`` into a new run folder: ``run_dir``, or (None) a new
+    ``runs/mlp-<time>-<suffix>``. Returns what ``metrics.json`` holds, and ``run_dir``.
+
+    The options are checked before the folder is created; a folder that already holds a run is
+    refused (:func:`mlp.train.folders.create_run_dir`). ``config.json`` is written before
+    training (so a killed run can be resumed), then :func:`finish` writes ``checkpoint.npz``,
+    ``history.csv`` (a row per epoch), ``params.npz``, ``curves.png``,
+    ``decision_regions.png`` and, last, ``metrics.json`` (with the entries of ``summary``, for
+    example :func:`seed_summary`'s)."""
+    experiment = prepare(config, progress=progress)
+    run_dir = create_run_dir(run_dir, "mlp", config=experiment.config(), files=FILES)
+    experiment.trainer.checkpoint = run_dir / "checkpoint.npz"
+    return finish(experiment, run_dir, summary)
 
 
 def resume_experiment(
     run_dir: str | Path, epochs: int | None = None, progress: bool | None = None
 ) -> Experiment:
     """Rebuild the experiment of ``run_dir`` with its own options (``config.json``; ``epochs``:
-    the new total) and load its last checkpoint; :func:`finish` then trains it to the end,
-    bit-identical to a run never interrupted."""
-    return resume_from(run_dir, DEFAULTS, prepare, {"epochs": epochs}, progress)
+    the new total) and load its last checkpoint; :func:`finish` then trains it to the end
+    (or only writes the files, for a run interrupted after training), bit-identical to a run
+    never interrupted."""
+    return resume_from(run_dir, DEFAULTS, prepare, {"epochs": epochs}, progress, check=resolve)
 
 
-def finish(experiment: Experiment, run_dir: Path) -> dict[str, Any]:
-    """Train ``experiment`` to its last step, write its run folder and draw its figures."""
-    from mlp.plots import plot_curves, plot_decision_regions
+def finish(
+    experiment: Experiment, run_dir: str | Path, summary: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train ``experiment`` to its last step, write its run folder and draw its figures, then
+    ``metrics.json`` (its metrics, ``summary`` and the ``stop_reason``:
+    :func:`mlp.train.folders.finish_run`). Returns what ``metrics.json`` holds, and
+    ``run_dir``."""
+    run_dir = Path(run_dir)
 
-    history = experiment.trainer.run()
-    metrics = experiment.metrics()
-    write_json(run_dir / "config.json", experiment.config())
-    write_json(run_dir / "metrics.json", metrics)
-    history.to_csv(run_dir / "history.csv")
-    save_arrays(run_dir / "params.npz", experiment.model.params)
-    opts, split = experiment.options, experiment.split
-    plot_curves(
-        history,
-        run_dir / "curves.png",
-        title=f"iris MLP, {opts['features']} features, {opts['hidden']} hidden units, "
-        f"seed {opts['seed']}",
-    )
-    plot_decision_regions(
-        experiment.model.params,
-        split.X_train,
-        split.y_train,
-        split.X_test,
-        split.y_test,
-        run_dir / "decision_regions.png",
-        feature_names=split.feature_names,
-    )
-    return metrics
+    def write_files() -> None:
+        from mlp.plots import plot_curves, plot_decision_regions
+
+        history = experiment.trainer.history
+        write_json(run_dir / "config.json", experiment.config())
+        history.to_csv(run_dir / "history.csv")
+        save_arrays(run_dir / "params.npz", experiment.model.params)
+        opts, split = experiment.options, experiment.split
+        plot_curves(
+            history,
+            run_dir / "curves.png",
+            title=f"iris MLP, {opts['features']} features, {opts['hidden']} hidden units, "
+            f"seed {opts['seed']}",
+        )
+        plot_decision_regions(
+            experiment.model.params,
+            split.X_train,
+            split.y_train,
+            split.X_test,
+            split.y_test,
+            run_dir / "decision_regions.png",
+            feature_names=split.feature_names,
+        )
+
+    def metrics() -> dict[str, Any]:
+        return {**experiment.metrics(), **(summary or {})}
+
+    return finish_run(run_dir, experiment.trainer, write_files, metrics, FILES)
 
 
 def seed_summary(config: Mapping[str, Any], seeds: int) -> dict[str, Any]:

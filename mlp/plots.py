@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 
 from mlp.data import CLASS_NAMES
 from mlp.network import accuracy, predict
+from mlp.train.folders import save_figure
 from mlp.train.trainer import History
 
 CLASS_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
@@ -57,7 +58,7 @@ def plot_curves(history: History, path: str | Path, title: str | None = None) ->
         ax.set_xlim(epoch[0], epoch[-1])
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)
 
@@ -124,6 +125,6 @@ def plot_decision_regions(
         others = ", ".join(feature_names[2:])
         title += f"\nshown in the first two features; {others} fixed at 0 (the training mean)"
     ax.set_title(title, fontsize=10.5)
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     plt.close(fig)
     return Path(path)

@@ -83,20 +83,16 @@ def class_labels(name: str, y: object, n: int, n_classes: int) -> np.ndarray:
             raise ValueError(f"{name}: expected integer class labels, received non-integer values")
     elif arr.dtype.kind not in "biu":
         raise TypeError(f"{name}: expected integer class labels, received dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-        bad = arr[(arr < 0) | (arr >= n_classes)][0]
+    out = (arr < 0) | (arr >= n_classes)  # before the cast: 1e300 would wrap around
+    if out.any():
+        bad = arr[out][0].item()
         raise ValueError(f"{name}: expected class labels in 0..{n_classes - 1}, received {bad}")
-    return arr
+    return arr.astype(np.int64)
 
 
 def sign_labels(name: str, y: object, n: int) -> np.ndarray:
     """Binary labels in ``{-1, +1}`` as a float array of shape ``(n,)``."""
-    arr = np.asarray(y)
-    if arr.ndim == 2 and arr.shape[1:] == (1,):
-        arr = arr[:, 0]
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{name}: expected shape (n={n},), received {arr.shape}")
+    arr = _one_per_sample(name, y, n, "")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected labels -1 or +1, received dtype {arr.dtype}")
     ok = (arr == 1) | (arr == -1)
@@ -105,6 +101,27 @@ def sign_labels(name: str, y: object, n: int) -> np.ndarray:
             f"{name}: expected labels in {{-1, +1}} for the logistic loss, received {arr[~ok][0]}"
         )
     return arr.astype(np.float64)
+
+
+def real_targets(name: str, t: object, n: int) -> np.ndarray:
+    """Finite real targets as a float array of shape ``(n,)`` (``(n, 1)`` is accepted too)."""
+    arr = _one_per_sample(name, t, n, "real targets of ")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected real targets, received dtype {arr.dtype}")
+    arr = arr if arr.dtype.kind == "f" else arr.astype(np.float64)
+    check_finite(name, arr)
+    return arr
+
+
+def _one_per_sample(name: str, y: object, n: int, what: str) -> np.ndarray:
+    """``y`` as an array of shape ``(n,)`` (``(n, 1)`` is flattened); ``ValueError`` naming
+    ``name`` and ``what`` it should hold otherwise."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1:] == (1,):
+        arr = arr[:, 0]
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name}: expected {what}shape (n={n},), received {arr.shape}")
+    return arr
 
 
 def float_dtype(name: str, dtype: object) -> np.dtype:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from attnlab.bench import PARTS, run_benchmarks
 from mlp.train.cli import ScriptParser, run_script
-from mlp.train.folders import default_run_dir
+from mlp.train.folders import create_run_dir
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ScriptParser, argparse.Namespace]:
@@ -58,11 +58,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScriptParser, argparse.Na
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
     mode = "full" if args.full else "quick-test" if args.quick_test else "quick"
-    out = args.out or default_run_dir("bench")
     command = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
-    results = run_script(
-        parser,
-        lambda: run_benchmarks(
+
+    def work() -> tuple[Path, dict]:
+        out = create_run_dir(args.out, "bench", files=("bench.json", "report.txt"))
+        return out, run_benchmarks(
             out,
             mode=mode,
             parts=(args.only,) if args.only else PARTS,
@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             use_torch=not args.no_torch,
             quiet=args.quiet,
             command=command,
-        ),
-    )
+        )
+
+    out, results = run_script(parser, work)
     print("\n".join(results["report"]))
     print(f"\nruntime: {results['runtime_s']:.1f} s")
     print(f"run folder: {out}")

@@ -17,16 +17,13 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
-from attnlab.experiment import prepare
-from mlp.train.cli import ScriptParser
-from mlp.train.trainer import TrainingDiverged
+from mlp.train.cli import ScriptParser, run_script
+from mlp.train.errors import TrainingDiverged
 
 TARGETS = {4: (0.93, 0.9), 2: (0.72, None)}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> tuple[ScriptParser, argparse.Namespace]:
     p = ScriptParser(prog="eval_iris_in_context.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument(
@@ -39,11 +36,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error(f"--seeds: expected a positive integer, received {args.seeds}")
-    return args
+    return p, args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def evaluate(args: argparse.Namespace) -> int:
+    """Print the table; 0 if every target is met, else 1."""
+    import numpy as np
+
+    from attnlab.experiment import prepare
+
     header = (
         f"{'attention':<9} {'features':>8} {'test acc':>9} {'min':>6} {'attn on target':>15} "
         f"{'min':>6} {'s/run':>6}  target"
@@ -57,15 +58,13 @@ def main(argv: list[str] | None = None) -> int:
             acc, att, sec = [], [], []
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
+                experiment = prepare(
+                    {"attention": attention, "features": features, "seed": seed}, progress=False
+                )
                 try:
-                    experiment = prepare(
-                        {"attention": attention, "features": features, "seed": seed},
-                        progress=False,
-                    )
                     experiment.trainer.run()
                 except TrainingDiverged as err:
-                    print(f"{attention} {features} seed {seed}: {err}", file=sys.stderr)
-                    return 1
+                    raise TrainingDiverged(f"{attention} {features} seed {seed}: {err}") from None
                 m = experiment.metrics()
                 sec.append(time.perf_counter() - t0)
                 acc.append(m["test_accuracy"])
@@ -81,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     return 0 if all_met else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parse_args(argv)
+    return run_script(parser, lambda: evaluate(args))
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-import time
 from pathlib import Path
 
 from attnlab.max_margin import INITS, SETTINGS
 from attnlab.max_margin_report import reproduce
 from mlp.train.cli import ScriptParser, run_script
+from mlp.train.folders import create_run_dir
 
 
 def make_parser() -> ScriptParser:
@@ -62,26 +62,26 @@ def parse_args(parser: ScriptParser, argv: list[str] | None = None) -> argparse.
         parser.error(f"--iterations: expected at least 2, received {args.iterations}")
     if args.kq and importlib.util.find_spec("cvxpy") is None:
         parser.error("--kq: needs cvxpy, the optional extra svm (pip install attnlab[svm])")
-    if args.out is None:
-        args.out = Path("runs") / time.strftime("max_margin-%Y%m%d-%H%M%S")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parse_args(parser, argv)
-    results, written = run_script(
-        parser,
-        lambda: reproduce(
-            args.out,
+
+    def work() -> tuple[Path, tuple]:
+        out = create_run_dir(args.out, "max_margin", files=("results.json", "results.md"))
+        return out, reproduce(
+            out,
             seeds=args.seeds,
             steps=args.iterations,
             init=args.init,
             kq=args.kq,
             log=lambda line: print(line, flush=True),
-        ),
-    )
-    print(f"wrote {args.out}/: {' '.join(p.name for p in written)}")
+        )
+
+    out, (results, written) = run_script(parser, work)
+    print(f"wrote {out}/: {' '.join(p.name for p in written)}")
     print(f"total {results['seconds']:.1f} s")
     return 0
 

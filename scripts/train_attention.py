@@ -4,46 +4,30 @@
     python scripts/train_attention.py                       # the demo: iris-in-context, self
     python scripts/train_attention.py --attention kq --features 2 --seed 3
 
-The run folder (--out, default runs/attention-<timestamp>) gets config.json (every option and the
-model's constructor arguments), metrics.json, history.csv, params.npz, snapshots.npz (attention
-weights of a few fixed test prompts during training), checkpoint.npz (written every
---checkpoint-every steps: `--resume RUN_DIR` continues from it), curves.png,
-attention_map.png and attention_over_training.png. Redraw the figures with
-scripts/plot_attention.py RUN_DIR.
+A new run folder (--out, one that holds no run; default runs/attention-<timestamp>-<suffix>)
+gets config.json (every option and the model's constructor arguments), history.csv,
+params.npz, snapshots.npz (attention weights of a few fixed test prompts during training),
+checkpoint.npz (written every --checkpoint-every steps: `--resume RUN_DIR` continues from it),
+curves.png, attention_map.png, attention_over_training.png and, last, metrics.json (with
+stop_reason). Redraw the figures with scripts/plot_attention.py RUN_DIR. Exit statuses:
+mlp/train/cli.py and the README.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from attnlab.experiment import (
-    CHANGEABLE_ON_RESUME,
-    IRIS_DEFAULTS,
-    IRIS_STEPS,
-    finish,
-    resume_experiment,
-    run_experiment,
-)
-from attnlab.model import HEADS, POOLS
-from attnlab.plots import TARGET_NAMES
-from attnlab.queries import ATTENTIONS
-from attnlab.tasks import TASKS
-from mlp.train.cli import ScriptParser, check_resume_options, run_script
-from mlp.train.folders import default_run_dir
-from mlp.train.optim import OPTIMIZERS
+from mlp.train.cli import ScriptParser, exit_status, folder, run_or_resume, run_script
 
 
-def parser() -> ScriptParser:
+def add_options(p: ScriptParser) -> None:
+    from attnlab.experiment import IRIS_DEFAULTS, IRIS_STEPS
+    from attnlab.model import HEADS, POOLS
+    from attnlab.queries import ATTENTIONS
+    from attnlab.tasks import TASKS
+    from mlp.train.optim import OPTIMIZERS
+
     d = IRIS_DEFAULTS
-    p = ScriptParser(
-        prog="train_attention.py",
-        description=__doc__.split("\n\n")[0],
-        only_given=True,
-        epilog="Defaults are for iris-in-context; max-margin and prompt-norm default to their "
-        "published settings (cross/prompt attention, a fixed linear head, normalized GD, full "
-        "batch, lr 0.1).",
-    )
     p.add_argument("--task", choices=TASKS, help="(default iris-in-context)")
     p.add_argument("--attention", choices=ATTENTIONS, help=f"(default {d['attention']})")
     p.add_argument(
@@ -65,42 +49,50 @@ def parser() -> ScriptParser:
     )
     p.add_argument("--batch-size", type=int, help=f"prompts per update (default {d['batch_size']})")
     p.add_argument("--seed", type=int, help="data, initialization, batches (default 0)")
-    p.add_argument("--out", type=Path, help="run folder")
+    p.add_argument("--out", type=folder, help="a new run folder (default runs/attention-*)")
     p.add_argument("--eval-every", type=int, help="(default steps // 30)")
     p.add_argument("--checkpoint-every", type=int, help="(default: at every evaluation)")
     p.add_argument(
         "--resume",
-        type=Path,
+        type=folder,
         metavar="RUN_DIR",
         help="continue RUN_DIR from its last checkpoint with the run's own options; --steps "
         "is the new total (e.g. a 200-step run resumed with --steps 400 runs 200 more)",
     )
-    return p
+
+
+def train(p: ScriptParser, argv: list[str] | None) -> int:
+    import attnlab.experiment
+    from attnlab.plots import TARGET_NAMES
+
+    add_options(p)
+    m = run_or_resume(attnlab.experiment, vars(p.parse_args(argv)), "steps")
+    print(
+        f"test accuracy {m['test_accuracy']:.4f}, attention on the {TARGET_NAMES[m['task']]} "
+        f"{m['attention_on_target']:.4f} (train accuracy {m['train_accuracy']:.4f}, final "
+        f"loss {m['final_loss']:.4f})"
+    )
+    print(f"run folder: {m['run_dir']}")
+    return exit_status(p, m)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser()
-    given = vars(p.parse_args(argv))
-    resume = given.pop("resume", None)
-
-    def work() -> tuple[Path, dict]:
-        if resume is not None:
-            check_resume_options(resume, given, CHANGEABLE_ON_RESUME)
-            experiment = resume_experiment(resume, given.get("steps"))
-            t = experiment.trainer
-            print(f"resuming {resume} at step {t.step} of {t.steps}")
-            return resume, finish(experiment, resume)
-        run_dir = given.pop("out", None) or default_run_dir("attention")
-        return run_dir, run_experiment(given, run_dir)
-
-    run_dir, m = run_script(p, work, diverged_hint=". Try a smaller --lr.")
-    print(
-        f"test accuracy {m['test_accuracy']:.4f}, attention on the {TARGET_NAMES[m['task']]} "
-        f"{m['attention_on_target']:.4f} (train accuracy {m['train_accuracy']:.4f}, "
-        f"final loss {m['final_loss']:.4f})"
+    p = ScriptParser(
+        prog="train_attention.py",
+        description=__doc__.split("\n\n")[0],
+        only_given=True,
+        epilog="Defaults are for iris-in-context; max-margin and prompt-norm default to their "
+        "published settings (cross/prompt attention, a fixed linear head, normalized GD, full "
+        "batch, lr 0.1).",
     )
-    print(f"run folder: {run_dir}")
-    return 0
+    # everything, the heavy imports included, runs inside run_script: any error or Ctrl-C
+    # ends in one line
+    return run_script(
+        p,
+        lambda: train(p, argv),
+        diverged_hint=". Try a smaller --lr.",
+        memory_hint="; reduce --context or --batch-size",
+    )
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ CASES: list[tuple[str, Callable[[], object], type, str]] = [
     ("optimizer option", lambda: mlp.make_optimizer("adam", momentum=0.9), ValueError,
      r"optimizer 'adam': unknown option\(s\) \['momentum'\]; expected options \['beta1'"),
     ("schedule name", lambda: mlp.make_schedule("cosine", 0.1), ValueError,
-     r"schedule: expected one of 'constant', 'inverse', received 'cosine'"),
+     r"schedule: expected one of 'constant', 'inverse', 'step', received 'cosine'"),
     ("schedule lr", lambda: mlp.make_schedule("constant", -1.0), ValueError,
      r"lr: expected a positive finite number, received -1.0"),
     ("schedule decay", lambda: mlp.make_schedule("inverse", 0.1, decay_steps=0), ValueError,
@@ -278,7 +278,8 @@ CASES: list[tuple[str, Callable[[], object], type, str]] = [
     ("prompt-norm context 0", lambda: tasks.prompt_norm(context=0), ValueError,
      r"context: expected a positive integer, received 0"),
     ("task name", lambda: tasks.make_task("iris"), ValueError,
-     r"task: expected one of 'iris-in-context', 'max-margin', 'prompt-norm', received 'iris'"),
+     r"task: expected one of 'iris-in-context', 'max-margin', 'prompt-norm', "
+     r"'linear-regression-in-context', received 'iris'"),
     ("task option", lambda: tasks.make_task("max-margin", tokens=8), ValueError,
      r"task 'max-margin': unknown option\(s\) \['tokens'\]; expected options \['n', 'context'"),
     # --- the model's parameter and target checks added with this audit ---------------------

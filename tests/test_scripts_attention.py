@@ -6,6 +6,7 @@ numpy (an independent softmax of ``X^T W X``), not with the library's code.
 """
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from PIL import Image
 
 from attnlab.experiment import load, prepare, resolve
 from attnlab.model import weight_on_target
@@ -175,6 +177,33 @@ def test_plot_attention_on_a_missing_run_exits_2_with_one_line(tmp_path: Path) -
     assert "nothing" in proc.stderr
 
 
+def test_plot_attention_animate_writes_one_frame_per_step(demo: tuple, tmp_path: Path) -> None:
+    out, _ = demo
+    proc = _run(PLOT, str(out), "--out", str(tmp_path / "figs"), "--animate")
+    assert proc.returncode == 0, proc.stderr
+    gif = tmp_path / "figs" / "attention_over_training.gif"
+    assert f"wrote {gif}" in proc.stdout
+    with Image.open(gif) as img:
+        assert img.format == "GIF" and img.n_frames == 4  # steps 0, 20, 40, 60
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbled"])
+def test_plot_attention_animate_on_bad_snapshots_exits_2_with_one_line(
+    demo: tuple, tmp_path: Path, damage: str
+) -> None:
+    run = Path(shutil.copytree(demo[0], tmp_path / "run"))
+    if damage == "missing":
+        (run / "snapshots.npz").unlink()
+    else:
+        (run / "snapshots.npz").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
+    proc = _run(PLOT, str(run), "--animate")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "snapshots.npz" in lines[0]
+    assert not (run / "attention_over_training.gif").exists()
+
+
 def test_prompt_attention_draws_bars_and_max_margin_keeps_its_head(tmp_path: Path) -> None:
     out = tmp_path / "prompt"
     proc = _run(TRAIN, "--attention", "prompt", "--steps", "20", "--out", str(out))
@@ -311,3 +340,13 @@ def test_load_run_refuses_params_of_another_model(demo: tuple, tmp_path: Path) -
     np.savez(bad / "params.npz", **run.model.params)
     with pytest.raises(RunFolderError, match=r"params\.npz: parameter keys"):
         load(bad)
+
+
+def test_a_context_too_large_for_memory_is_one_line_and_no_folder(tmp_path: Path) -> None:
+    proc = _run(TRAIN, "--context", "100000", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "a training step on a batch of 64 prompts of c=100000 tokens" in lines[0]
+    assert lines[0].endswith("; reduce --context or --batch-size")
+    assert not (tmp_path / "run").exists()

@@ -1,36 +1,25 @@
 """The engine: optimizers and schedules, data sets and streams, the trainer, checkpoints and run
 folders. It knows a model only by its contract (``params``, ``loss_and_grads(X, y, **inputs)``
-and the optional ``metrics`` and ``snapshot`` hooks) and never imports a model's package.
+and the optional ``metrics`` and ``snapshot`` hooks) and never imports a model's package. Each
+name is imported on first use (importing ``mlp.train.cli`` loads nothing heavy).
 """
 
-from mlp.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mlp.train.data import Dataset, Stream
-from mlp.train.optim import (
-    OPTIMIZERS,
-    SGD,
-    Adam,
-    NormalizedGD,
-    ZeroGradientError,
-    make_optimizer,
-    make_schedule,
-)
-from mlp.train.trainer import History, Trainer, TrainingDiverged, TrainingInterrupted
+from mlp._lazy import lazy_exports
 
-__all__ = [
-    "OPTIMIZERS",
-    "SGD",
-    "Adam",
-    "CheckpointError",
-    "Dataset",
-    "History",
-    "NormalizedGD",
-    "Stream",
-    "Trainer",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "ZeroGradientError",
-    "load_checkpoint",
-    "make_optimizer",
-    "make_schedule",
-    "save_checkpoint",
-]
+_EXPORTS = {
+    "mlp.train.checkpoint": ("CheckpointError", "load_checkpoint", "save_checkpoint"),
+    "mlp.train.data": ("Dataset", "Stream"),
+    "mlp.train.optim": (
+        "OPTIMIZERS",
+        "SGD",
+        "Adam",
+        "Averaged",
+        "NormalizedGD",
+        "ZeroGradientError",
+        "make_optimizer",
+        "make_schedule",
+    ),
+    "mlp.train.trainer": ("History", "Trainer", "TrainingDiverged", "TrainingInterrupted"),
+}
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,25 +1,33 @@
 """The scripts' command-line helper: one parser class and one way to end.
 
-Every script parses with :class:`ScriptParser` and runs its work through :func:`run_script`, so
-that every error ends the same way: one line on stderr and a documented exit status, never a
-traceback.
+Every script parses with :class:`ScriptParser` and runs all its work (the imports of the heavy
+modules included) through :func:`run_script`, so that every error ends the same way: one line
+on stderr and a documented exit status, never a traceback.
 
-| status | when |
-| --- | --- |
-| 0 | done |
-| 1 | training diverged (a non-finite loss, gradient, parameter or evaluation) |
-| 2 | bad options or input files, a file-system error, not enough memory |
-| 130 | Ctrl-C (after saving a checkpoint where the script keeps one) |
+Exit statuses (``metrics.json``'s ``stop_reason`` in brackets):
+
+- 0: done, the run folder complete (``"completed"``).
+- 1: training diverged: a non-finite loss, gradient, parameter or evaluation; the last good
+  checkpoint is kept (``"diverged"``).
+- 2: bad options or input files; a run folder that already holds a run; a file-system error
+  (not a folder, no permission, disk full, a read-only run folder: checked before training);
+  not enough memory.
+- 3: training stopped early at a stationary point (a zero gradient); the run folder is complete
+  (``"stopped_early"``, and where).
+- 130: Ctrl-C, at any point, after saving a checkpoint where the script keeps one
+  (``"interrupted"``; resuming finishes the run).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
-from mlp.train.trainer import TrainingDiverged, TrainingInterrupted
+from mlp.train.errors import TrainingDiverged, TrainingInterrupted
 
 
 class ScriptParser(argparse.ArgumentParser):
@@ -60,11 +68,13 @@ def run_script(
     work: Callable[[], Any],
     *,
     diverged_hint: str = "",
+    memory_hint: str = "",
     resume_flag: str = "--resume",
 ) -> Any:
     """``work()``, with every failure turned into one line and its exit status (see the table
-    above). ``diverged_hint`` is appended to a divergence message (for example which option
-    to lower); ``resume_flag`` names how to continue an interrupted run."""
+    above). ``diverged_hint`` is appended to a divergence message and ``memory_hint`` to a
+    ``MemoryError`` (for example which options to lower); ``resume_flag`` names how to continue
+    an interrupted run."""
     try:
         return work()
     except TrainingDiverged as err:
@@ -75,9 +85,54 @@ def run_script(
     except KeyboardInterrupt:
         parser.fail(130, "interrupted")
     except MemoryError as err:
-        parser.fail(2, f"error: {err or 'not enough memory'}")
-    except (ValueError, TypeError) as err:
+        parser.fail(2, f"error: {err or 'not enough memory'}{memory_hint}")
+    except (ValueError, TypeError, FloatingPointError) as err:
         parser.fail(2, f"error: {err}")
     except OSError as err:
-        where = f" {err.filename}" if err.filename else ""
-        parser.fail(2, f"error:{where}: {err.strerror or err}")
+        where = f" {err.filename}:" if err.filename else ""
+        parser.fail(2, f"error:{where} {err.strerror or err}")
+
+
+def run_or_resume(
+    experiment: ModuleType,
+    given: dict[str, Any],
+    total: str,
+    summary: Callable[[dict[str, Any]], Mapping[str, Any] | None] | None = None,
+) -> dict[str, Any]:
+    """What a training script does with its options ``given`` (those on the command line):
+    ``--resume RUN_DIR`` continues that run with its own options (only ``total``, the new
+    total of steps or epochs, may be given: :func:`check_resume_options`) and finishes it;
+    otherwise a new run of ``experiment`` (a module with ``CHANGEABLE_ON_RESUME``,
+    ``resume_experiment``, ``finish`` and ``run_experiment``) into ``--out`` or a default
+    folder, with ``summary(options)`` (which may take its own options out of them) added to
+    its metrics. Returns the run's metrics and ``run_dir``."""
+    resume = given.pop("resume", None)
+    if resume is not None:
+        check_resume_options(resume, given, experiment.CHANGEABLE_ON_RESUME)
+        resumed = experiment.resume_experiment(resume, given.get(total))
+        t = resumed.trainer
+        print(f"resuming {resume} at step {t.step} of {t.steps}")
+        return experiment.finish(resumed, resume)
+    out = given.pop("out", None)
+    if summary is None:
+        return experiment.run_experiment(given, out)
+    return experiment.run_experiment(given, out, summary=summary(given))
+
+
+def folder(text: str) -> Path:
+    """An argparse ``type``: a non-empty path (an empty one would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, received an empty path")
+    return Path(text)
+
+
+def exit_status(parser: ScriptParser, metrics: Mapping[str, Any]) -> int:
+    """The exit status of a finished run (see the table above) from its ``metrics.json``: 0
+    when completed; else its ``stop_reason`` and ``message`` in one line on stderr, and 3 for a
+    run that stopped early (2 for an incomplete run folder)."""
+    reason = metrics.get("stop_reason", "completed")
+    if reason == "completed":
+        return 0
+    line = " ".join(f"{reason}: {metrics.get('message', '')}".split())
+    print(f"{parser.prog}: {line}", file=sys.stderr)
+    return 3 if reason == "stopped_early" else 2

@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules: they know only dicts of arrays and their own state.
+"""Optimizers, iterate averaging and learning-rate schedules: they know only dicts of arrays and
+their own state.
 
 Contract: ``opt.step(params, grads, lr)`` updates ``params`` in place for every key of
 ``grads``; ``opt.state_dict()`` / ``opt.load_state_dict(state)`` give the state as a flat dict of
@@ -8,8 +9,9 @@ arrays (for checkpoints). A schedule is a callable ``step -> lr``.
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -165,6 +167,69 @@ class Adam:
         self.t, self.m, self.v = int(t), m, v
 
 
+class Averaged:
+    """Iterate averaging over the last part of a run (Polyak-Ruppert): any optimizer, plus the
+    running mean of the parameters it updates, from update ``start`` (0-based) on.
+
+    ``step`` runs the wrapped optimizer, then folds the new parameters into the mean
+    (``avg += (w - avg) / k`` at the ``k``-th averaged iterate); the live parameters follow the
+    wrapped optimizer unchanged. :meth:`averaged` returns the parameters with the mean in place
+    of the averaged ones (before update ``start``: the parameters as they are). The state
+    (the wrapped optimizer's, the update count and the mean) goes into checkpoints, so a
+    resumed run averages the same iterates.
+    """
+
+    def __init__(self, inner: SGD | NormalizedGD | Adam, start: int) -> None:
+        if not all(hasattr(inner, a) for a in ("step", "state_dict", "load_state_dict")):
+            raise TypeError(
+                f"inner: expected an optimizer with step, state_dict and load_state_dict, "
+                f"received {type(inner).__name__}"
+            )
+        if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+            raise ValueError(f"start: expected an integer >= 0, received {start!r}")
+        self.inner, self.start = inner, int(start)
+        self.name = f"averaged-{getattr(inner, 'name', type(inner).__name__)}"
+        self.t = 0
+        self.mean: dict[str, np.ndarray] = {}
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        self.inner.step(params, grads, lr)
+        if self.t >= self.start:
+            k = self.t - self.start + 1
+            for key in grads:
+                if k == 1:
+                    self.mean[key] = np.array(params[key], copy=True)
+                else:
+                    self.mean[key] += (params[key] - self.mean[key]) / k
+        self.t += 1
+
+    def averaged(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A new dict: ``params`` with the running mean in place of each averaged entry."""
+        return {k: self.mean.get(k, v).copy() for k, v in params.items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state: dict[str, np.ndarray] = {"t": np.array(self.t, dtype=np.int64)}
+        state.update({f"inner/{k}": a for k, a in self.inner.state_dict().items()})
+        state.update({f"mean/{k}": a for k, a in self.mean.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        t = np.asarray(state.get("t", -1))
+        unknown = sorted(k for k in state if k != "t" and not k.startswith(("inner/", "mean/")))
+        if t.shape != () or t.dtype.kind not in "iu" or int(t) < 0 or unknown:
+            raise ValueError(
+                f"Averaged state: expected an integer 't' >= 0 and 'inner/<key>', 'mean/<key>' "
+                f"entries, received keys {sorted(state)}"
+            )
+        self.inner.load_state_dict(
+            {k[len("inner/") :]: v for k, v in state.items() if k.startswith("inner/")}
+        )
+        self.t = int(t)
+        self.mean = {
+            k[len("mean/") :]: np.array(v) for k, v in state.items() if k.startswith("mean/")
+        }
+
+
 OPTIMIZERS = ("sgd", "ngd", "adam")
 
 
@@ -181,18 +246,49 @@ def make_optimizer(name: str, **kwargs: object) -> SGD | NormalizedGD | Adam:
     return cls(**kwargs)  # type: ignore[arg-type]
 
 
-SCHEDULES = ("constant", "inverse")
+SCHEDULES = ("constant", "inverse", "step")
 
 
-def make_schedule(kind: str, lr: float, decay_steps: float = 100.0) -> Callable[[int], float]:
-    """Learning rate ``eta_t`` at step ``t``.
+def make_schedule(
+    kind: str,
+    lr: float,
+    decay_steps: float = 100.0,
+    *,
+    steps: int | None = None,
+    milestones: Sequence[float] = (0.5, 0.8),
+    factor: float = 0.1,
+) -> Callable[[int], float]:
+    """Learning rate ``eta_t`` at step ``t`` (0-based).
 
     ``'constant'``: ``eta_t = lr``; ``'inverse'``: ``eta_t = lr / (1 + t / decay_steps)`` (the
-    decaying schedule of the lecture: sum eta_t diverges, sum eta_t^2 grows slowly).
+    decaying schedule of the lecture: sum eta_t diverges, sum eta_t^2 grows slowly);
+    ``'step'``: ``eta_t = lr * factor^k`` with ``k`` the number of ``milestones`` (fractions of
+    the run's ``steps`` updates, increasing, in (0, 1)) that ``t`` has reached, i.e.
+    ``t >= floor(fraction * steps)``: with the defaults, ``lr`` for the first half, ``lr / 10``
+    up to 80% and ``lr / 100`` after. ``steps`` is needed by ``'step'`` only.
     """
     choice("schedule", kind, SCHEDULES)
     positive("lr", lr)
     if kind == "constant":
         return lambda t: float(lr)
-    positive("decay_steps", decay_steps)
-    return lambda t: float(lr) / (1.0 + t / decay_steps)
+    if kind == "inverse":
+        positive("decay_steps", decay_steps)
+        return lambda t: float(lr) / (1.0 + t / decay_steps)
+    if steps is None:
+        raise ValueError(
+            "steps: the 'step' schedule needs the run's number of updates, received None"
+        )
+    steps = positive("steps", steps, integer=True)
+    positive("factor", factor)
+    fractions = [float(m) for m in milestones] if isinstance(milestones, Sequence) else None
+    if (
+        not fractions
+        or not all(0.0 < m < 1.0 for m in fractions)
+        or any(a >= b for a, b in itertools.pairwise(fractions))
+    ):
+        raise ValueError(
+            f"milestones: expected increasing fractions of the run in (0, 1), received "
+            f"{milestones!r}"
+        )
+    at = [math.floor(m * steps) for m in fractions]
+    return lambda t: float(lr) * float(factor) ** sum(t >= a for a in at)

@@ -34,6 +34,8 @@ from tqdm.auto import tqdm
 
 from mlp.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mlp.train.data import Dataset, Stream
+from mlp.train.errors import TrainingDiverged, TrainingInterrupted
+from mlp.train.folders import replacing
 from mlp.train.optim import ZeroGradientError
 from mlp.validation import check_finite, check_nonempty, check_seed, positive
 
@@ -50,19 +52,6 @@ class Optimizer(Protocol):
     def state_dict(self) -> dict[str, np.ndarray]: ...
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
-
-
-class TrainingDiverged(FloatingPointError):
-    """A non-finite loss, gradient, parameter or evaluation: training stopped, the last good
-    checkpoint kept."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; ``checkpoint`` is where the state was saved (or None)."""
-
-    def __init__(self, message: str, checkpoint: Path | None) -> None:
-        super().__init__(message)
-        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -86,7 +75,8 @@ class History:
             keys += [k for k in r if k not in keys]
         lines = [",".join(keys)]
         lines += [",".join(_fmt(r.get(k)) for k in keys) for r in self.rows]
-        Path(path).write_text("\n".join(lines) + "\n")
+        with replacing(path) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
         return Path(path)
 
 
@@ -151,6 +141,52 @@ def progress_bar(total: int, initial: int, description: str, show: bool | None) 
         dynamic_ncols=True,
         leave=False,
     )
+
+
+def _count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: The checkpoint metadata the trainer writes: each key, its test and what it must be.
+META: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "step": (_count, "an integer >= 0"),
+    "seed": (_count, "an integer >= 0"),
+    "batch_size": (_count, "an integer >= 0"),
+    "optimizer": (lambda v: isinstance(v, str), "a name"),
+    "rows": (
+        lambda v: (
+            isinstance(v, list)
+            and all(isinstance(r, dict) and all(_number(x) for x in r.values()) for r in v)
+        ),
+        "a list of objects of finite numbers",
+    ),
+    "batch_losses": (
+        lambda v: isinstance(v, list) and all(_number(x) for x in v),
+        "a list of finite numbers",
+    ),
+    "snapshot_steps": (
+        lambda v: isinstance(v, list) and all(_count(x) for x in v),
+        "a list of integers >= 0",
+    ),
+}
+
+
+def check_meta(meta: dict[str, Any], path: str | Path) -> None:
+    """``CheckpointError`` unless ``meta`` has every key of :data:`META`, each of its type
+    (booleans are not numbers)."""
+    for key, (ok, what) in META.items():
+        if key not in meta:
+            raise CheckpointError(f"checkpoint {path}: metadata lacks {key!r} ({what})")
+        if not ok(meta[key]):
+            got = repr(meta[key])
+            got = got if len(got) <= 60 else got[:57] + "..."
+            raise CheckpointError(
+                f"checkpoint {path}: metadata {key!r}: expected {what}, received {got}"
+            )
 
 
 class Trainer:
@@ -317,19 +353,23 @@ class Trainer:
         if self._batch_losses:
             row["batch_loss"] = float(np.mean(self._batch_losses))
         self._batch_losses = []
-        if isinstance(self.train, Dataset):
-            row.update(self.evaluate(self.train, "train"))
-        if self.test is not None:
-            row.update(self.evaluate(self.test, "test"))
-        bad = [k for k, v in row.items() if not math.isfinite(v)]
-        if bad:
+        try:
+            if isinstance(self.train, Dataset):
+                row.update(self.evaluate(self.train, "train"))
+            if self.test is not None:
+                row.update(self.evaluate(self.test, "test"))
+            bad = [k for k, v in row.items() if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"the evaluation gave non-finite {', '.join(bad)}")
+            if self.snapshot is not None:
+                snap = snapshot(self.model, self.snapshot, self.eval_batch_size)
+        except FloatingPointError as err:  # non-finite metrics, or the model's own overflow check
             raise TrainingDiverged(
-                f"training diverged by step {self.step}: the evaluation gave non-finite "
-                f"{', '.join(bad)}{self._kept()}"
-            )
+                f"training diverged by step {self.step}: {err}{self._kept()}"
+            ) from None
         self.history.rows.append(row)
         if self.snapshot is not None:
-            self.history.snapshots.append(snapshot(self.model, self.snapshot, self.eval_batch_size))
+            self.history.snapshots.append(snap)
             self.history.snapshot_steps.append(self.step)
 
     # --- checkpoints ---------------------------------------------------------------------
@@ -357,30 +397,32 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Load parameters, optimizer state, step and history from a checkpoint."""
         params, opt_state, meta, arrays = load_checkpoint(path, self.model.params)
-        step, rows = meta.get("step"), meta.get("rows")
-        if (
-            isinstance(step, bool)
-            or not isinstance(step, int)
-            or step < 0
-            or not isinstance(rows, list)
-            or not all(isinstance(r, dict) for r in rows)
-        ):
-            raise CheckpointError(
-                f"checkpoint {path}: expected meta with an integer 'step' >= 0 and a list "
-                f"'rows' of objects, received step={step!r}"
-            )
+        check_meta(meta, path)
+        step = meta["step"]
+        count, snaps = len(meta["snapshot_steps"]), arrays.get("snapshots")
+        if count or snaps is not None:
+            want = None
+            if self.snapshot is not None:
+                probe = snapshot(self.model, self.snapshot, self.eval_batch_size)
+                want = f"{(count, *probe.shape)} {probe.dtype}"
+            got = None if snaps is None else f"{snaps.shape} {snaps.dtype}"
+            if snaps is None or got != want:
+                raise CheckpointError(
+                    f"checkpoint {path}: snapshots {got} at {count} steps do not fit this "
+                    f"trainer's ({want})"
+                )
         if step > self.steps:
             raise ValueError(
                 f"steps: expected at least the checkpoint's step {step} (steps is the total "
                 f"number of updates), received {self.steps}"
             )
         name = getattr(self.optimizer, "name", type(self.optimizer).__name__)
-        if meta.get("optimizer", name) != name:
+        if meta["optimizer"] != name:
             raise ValueError(
                 f"optimizer: checkpoint {path} was written by {meta.get('optimizer')!r}, "
                 f"this trainer has {name!r}"
             )
-        if meta.get("seed") != self.seed or meta.get("batch_size") != self.batch_size:
+        if meta["seed"] != self.seed or meta["batch_size"] != self.batch_size:
             raise ValueError(
                 f"resume: checkpoint {path} was written with seed={meta.get('seed')}, "
                 f"batch_size={meta.get('batch_size')}; this trainer has seed={self.seed}, "
@@ -390,11 +432,11 @@ class Trainer:
             self.model.params[k] = v
         self.optimizer.load_state_dict(opt_state)
         self.step = step
-        self._batch_losses = [float(v) for v in meta.get("batch_losses", [])]
+        self._batch_losses = [float(v) for v in meta["batch_losses"]]
         self.history = History(
-            rows=list(rows),
-            snapshots=list(arrays.get("snapshots", [])),
-            snapshot_steps=list(meta.get("snapshot_steps", [])),
+            rows=list(meta["rows"]),
+            snapshots=[] if snaps is None else list(snaps),
+            snapshot_steps=list(meta["snapshot_steps"]),
         )
 
     # --- the loop ------------------------------------------------------------------------
@@ -413,7 +455,10 @@ class Trainer:
     def _update(self, batch: Dataset, lr: float) -> float | None:
         """One update on ``batch``; its loss, or None when the optimizer meets a stationary
         point (then ``stop_reason`` says why)."""
-        loss, grads = self.model.loss_and_grads(batch.X, batch.y, **batch.inputs)
+        try:
+            loss, grads = self.model.loss_and_grads(batch.X, batch.y, **batch.inputs)
+        except FloatingPointError as err:  # the model's own overflow check
+            raise self._diverged(lr, str(err)) from None
         if not np.isfinite(loss):
             raise self._diverged(lr, f"the loss is {loss}")
         for k in self.trainable:
@@ -433,7 +478,9 @@ class Trainer:
         """Train from the current step to ``steps``; returns the history."""
         bar = progress_bar(self.steps, self.step, self.description, self.progress)
         try:
-            with sigint_flag() as interrupted:
+            # an overflow ends as one TrainingDiverged (every loss, gradient, update and
+            # evaluation is checked), not as a stream of numpy RuntimeWarnings before it
+            with sigint_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
                 if self.step == 0 and not self.history.rows:
                     self._record()
                 while self.step < self.steps:

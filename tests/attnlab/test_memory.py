@@ -177,3 +177,21 @@ def test_the_estimate_bounds_the_measured_peak_of_a_step(
         tracemalloc.stop()
     estimate = sum(mem.activation_bytes(n, d, c, j, threads=threads, rank=rank).values())
     assert peak <= estimate <= 2 * peak
+
+
+def test_the_model_checks_memory_before_it_allocates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prompt of 100000 tokens is a few MB; its step's S (n, c, c) would be terabytes."""
+    monkeypatch.setattr(mem, "available_bytes", lambda: 23_400_000_000)
+    model = ContextWindowModel(6, attention="self", pool="last", head="mlp", n_classes=3)
+    X = np.zeros((4, 6, 100_000))
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError, match=r"a training step on a batch of 4 prompts"):
+            model.loss_and_grads(X, np.zeros(4, dtype=int))
+        with pytest.raises(MemoryError, match=r"an evaluation on a batch of 4 prompts"):
+            model.attention_weights(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * X.nbytes  # refused before any (n, c, c) array
+    model.loss_and_grads(X[:, :, :16], np.zeros(4, dtype=int))  # 16 tokens fit

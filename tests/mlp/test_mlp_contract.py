@@ -53,6 +53,10 @@ LIBRARY = [
     ("m e, e d -> m d", "(x_a - x_t)^T W per constraint"),
     ("m d, m d -> m", "row-wise dot products"),
     ("m e, m d -> e d", "sum_m lambda_m (x_a - x_t) z^T"),
+    ("n d c, n c -> n d", "in-context regression: sum_i y_i x_i per prompt"),
+    ("n e, d e -> n d", "A h or W e_q per prompt"),
+    ("n d, d e -> n e", "(S v)^T W per prompt"),
+    ("n d, n d -> n", "x_q^T h per prompt"),
 ]
 # shapes a matrix product allows beyond those: each still one matmul, no transpose
 GENERAL = [

@@ -163,3 +163,45 @@ def test_softmax_backward_overwrite_with_float32_upstream_keeps_float64() -> Non
     got = mlp.softmax_backward(S, dS.copy(), axis=1, overwrite=True)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
+# --- squared loss ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 1)])
+def test_squared_loss_value_and_gradient(shape: tuple) -> None:
+    """``J = mean (z - t)^2 / 2`` written out, and ``dz`` against central differences."""
+    from gradcheck import check_gradient
+
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal(shape)
+    t = rng.standard_normal(5)
+    loss, dz = mlp.squared_loss(z, t)
+    assert loss == pytest.approx(sum((z.ravel()[i] - t[i]) ** 2 for i in range(5)) / 10, rel=1e-15)
+    assert dz.shape == shape
+    check_gradient(lambda _: mlp.squared_loss(z, t)[0], z, dz, name="z")
+
+
+def test_squared_loss_keeps_float32_and_takes_integer_targets() -> None:
+    loss, dz = mlp.squared_loss(np.array([1.5, -2.0], dtype=np.float32), np.array([1, -2]))
+    assert dz.dtype == np.float32 and loss == pytest.approx(0.0625)
+    np.testing.assert_array_equal(dz, np.array([0.25, 0.0], dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("z", "t", "error", "match"),
+    [
+        ([1.0, 2.0], [0.0, np.nan], ValueError, r"t: expected finite values, received 1 NaN"),
+        ([1.0, 2.0], [0.0, np.inf], ValueError, r"t: expected finite values, received 1 NaN"),
+        ([1.0, 2.0], [0.0, 1.0, 2.0], ValueError,
+         r"t: expected real targets of shape \(n=2,\), received \(3,\)"),
+        ([1.0, 2.0], [[0.0, 1.0]], ValueError, r"t: expected real targets of shape \(n=2,\)"),
+        ([1.0, 2.0], ["a", "b"], TypeError, r"t: expected real targets, received dtype <U1"),
+        ([[1.0, 2.0]], [0.0], ValueError, r"z: expected shape \(n,\) or \(n, 1\), received"),
+        ([], [], ValueError, r"z: expected at least one sample"),
+    ],
+)  # fmt: skip
+def test_squared_loss_refuses_bad_targets_in_one_line(z, t, error: type, match: str) -> None:
+    with pytest.raises(error, match=match) as info:
+        mlp.squared_loss(np.array(z), t)
+    assert "\n" not in str(info.value)

@@ -168,3 +168,85 @@ def test_normalized_gd_step_has_length_lr_for_tiny_and_huge_gradients(scale, per
     else:
         np.testing.assert_allclose(params["a"], [-0.3, 0.0, 0.0], rtol=1e-15)
         np.testing.assert_allclose(params["b"], [0.0, -0.4], rtol=1e-15)
+
+
+# --- the step schedule and iterate averaging -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("t", "expected"),
+    [(0, 0.2), (49, 0.2), (50, 0.02), (79, 0.02), (80, 0.002), (99, 0.002), (10_000, 0.002)],
+)
+def test_step_schedule_divides_at_the_milestones(t: int, expected: float) -> None:
+    """Defaults: lr for the first half, lr/10 from 50% (step 50 of 100), lr/100 from 80%."""
+    schedule = mlp.make_schedule("step", 0.2, steps=100)
+    assert schedule(t) == pytest.approx(expected, rel=1e-15)
+
+
+def test_step_schedule_with_its_own_milestones_and_factor() -> None:
+    schedule = mlp.make_schedule("step", 1.0, steps=10, milestones=(0.25,), factor=0.5)
+    assert [schedule(t) for t in range(4)] == [1.0, 1.0, 0.5, 0.5]  # floor(0.25 * 10) = 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, r"steps: the 'step' schedule needs the run's number of updates, received None"),
+        ({"steps": 0}, r"steps: expected a positive integer, received 0"),
+        ({"steps": 10, "milestones": (0.8, 0.5)}, r"milestones: expected increasing fractions"),
+        ({"steps": 10, "milestones": (0.5, 1.0)}, r"milestones: expected increasing fractions"),
+        ({"steps": 10, "milestones": ()}, r"milestones: expected increasing fractions"),
+        ({"steps": 10, "factor": -0.1}, r"factor: expected a positive finite number"),
+    ],
+)
+def test_step_schedule_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        mlp.make_schedule("step", 0.1, **kwargs)
+
+
+def test_averaged_is_the_mean_of_the_iterates_from_start() -> None:
+    """SGD on ``w`` with gradient 1 moves ``w`` by ``-lr`` per step: iterates -1, -2, ..., -5;
+    averaging from update 2 (0-based) is the mean of -3, -4, -5."""
+    opt = mlp.train.Averaged(mlp.SGD(), start=2)
+    params = {"w": np.zeros(2), "fixed": np.ones(1)}
+    assert opt.averaged(params)["w"].tolist() == [0.0, 0.0]  # nothing averaged yet
+    for _ in range(5):
+        opt.step(params, {"w": np.ones(2)}, 1.0)
+    assert params["w"].tolist() == [-5.0, -5.0]  # the live iterate follows SGD
+    mean = opt.averaged(params)
+    assert mean["w"].tolist() == [-4.0, -4.0] and mean["fixed"].tolist() == [1.0]
+    assert mean["w"] is not opt.mean["w"]
+
+
+def test_averaged_state_round_trip_resumes_the_same_mean() -> None:
+    def run(steps: int, opt: mlp.train.Averaged, params: dict) -> None:
+        for t in range(opt.t, steps):
+            opt.step(params, {"w": np.sin(np.arange(3.0) + t)}, 0.1)
+
+    full, p_full = mlp.train.Averaged(mlp.Adam(), start=3), {"w": np.zeros(3)}
+    run(8, full, p_full)
+    half, p_half = mlp.train.Averaged(mlp.Adam(), start=3), {"w": np.zeros(3)}
+    run(5, half, p_half)
+    state = {k: np.array(v) for k, v in half.state_dict().items()}
+    resumed = mlp.train.Averaged(mlp.Adam(), start=3)
+    resumed.load_state_dict(state)
+    run(8, resumed, p_half)
+    np.testing.assert_array_equal(p_half["w"], p_full["w"])
+    np.testing.assert_array_equal(resumed.averaged(p_half)["w"], full.averaged(p_full)["w"])
+    assert resumed.name == "averaged-adam"
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: mlp.train.Averaged(mlp.SGD(), start=-1), ValueError,
+         r"start: expected an integer >= 0, received -1"),
+        (lambda: mlp.train.Averaged(object(), start=0), TypeError,
+         r"inner: expected an optimizer with step, state_dict and load_state_dict"),
+        (lambda: mlp.train.Averaged(mlp.SGD(), 0).load_state_dict({"x": np.zeros(1)}),
+         ValueError, r"Averaged state: expected an integer 't' >= 0"),
+    ],
+)  # fmt: skip
+def test_averaged_errors(build, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        build()

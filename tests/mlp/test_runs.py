@@ -12,7 +12,7 @@ import pytest
 from mlp.network import MLP
 from mlp.train.folders import (
     RunFolderError,
-    default_run_dir,
+    create_run_dir,
     load_arrays,
     load_model,
     read_json,
@@ -68,23 +68,22 @@ def test_arrays_round_trip_and_garbled_file(tmp_path: Path) -> None:
     assert set(loaded) == {"W", "k"}
     assert np.array_equal(loaded["W"], arrays["W"]) and loaded["k"].dtype == np.int32
     (tmp_path / "g.npz").write_bytes(b"PK\x03\x04 garbage")
-    with pytest.raises(RunFolderError, match=r"g\.npz is truncated or not an \.npz"):
+    with pytest.raises(RunFolderError, match=r"g\.npz: truncated, garbled or not an \.npz"):
         load_arrays(tmp_path / "g.npz")
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(RunFolderError, match=r"not an \.npz of arrays"):
+    with pytest.raises(RunFolderError, match=r"entry 'x' holds Python objects"):
         load_arrays(tmp_path / "obj.npz")  # would need pickle: refused
 
 
-def test_default_run_dir_is_timestamped_and_never_reused(tmp_path: Path) -> None:
-    first = default_run_dir("attention", root=tmp_path)
+def test_default_run_dir_is_timestamped_created_and_never_reused(tmp_path: Path) -> None:
+    first = create_run_dir(None, "attention", root=tmp_path)
     assert first.parent == tmp_path
-    assert re.fullmatch(r"attention-\d{8}-\d{6}", first.name), first.name
-    assert not first.exists()
-    first.mkdir()
-    second = default_run_dir("attention", root=tmp_path)
-    assert second != first and not second.exists()
+    assert re.fullmatch(r"attention-\d{8}-\d{6}-[0-9a-f]{4}", first.name), first.name
+    assert first.is_dir() and not any(first.iterdir())
+    second = create_run_dir(None, "attention", root=tmp_path)
+    assert second != first and second.is_dir()
     with pytest.raises(ValueError, match="prefix: expected a non-empty name"):
-        default_run_dir("a/b")
+        create_run_dir(None, "a/b")
 
 
 def test_load_model_rebuilds_the_trained_model(tmp_path: Path) -> None:
