@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,14 @@ import numpy.typing as npt
 
 from attnlab.threads import BLOCK_BYTES
 
-__all__ = ["activation_bytes", "available_bytes", "check_fits", "check_step_fits", "format_bytes"]
+__all__ = [
+    "SMALL_BYTES",
+    "activation_bytes",
+    "available_bytes",
+    "check_fits",
+    "check_step_fits",
+    "format_bytes",
+]
 
 #: Where :func:`available_bytes` reads the memory available (module constants, so that tests can
 #: point them at their own files).
@@ -161,6 +169,19 @@ def check_fits(nbytes: int | Mapping[str, int], what: str, *, available: int | N
         )
 
 
+# Below this many bytes a step is not compared with the memory available: reading
+# /proc/meminfo and the cgroup files takes about 70 us, a tenth of the demo's whole step, and an
+# allocation this small that does not fit fails in numpy at once anyway.
+SMALL_BYTES = 2**24
+
+
+@lru_cache(maxsize=64)
+def _total_bytes(
+    n: int, d: int, c: int, j: int, dtype: np.dtype, options: tuple[tuple[str, Any], ...]
+) -> int:
+    return sum(activation_bytes(n, d, c, j, dtype, **dict(options)).values())
+
+
 def check_step_fits(
     n: int,
     d: int,
@@ -173,10 +194,13 @@ def check_step_fits(
 ) -> None:
     """:func:`check_fits` of :func:`activation_bytes` (``options``: its ``training``,
     ``threads``, ``rank``): ``MemoryError`` naming ``n``, ``c``, ``d``, ``j``, the dtype and the
-    largest array when a step would not fit."""
+    largest array when a step would not fit. Steps below :data:`SMALL_BYTES` are not compared
+    with the memory available unless ``available`` is given."""
+    dtype = np.dtype(dtype)
+    key = tuple(sorted(options.items()))
+    if available is None and _total_bytes(n, d, c, j, dtype, key) < SMALL_BYTES:
+        return
     sizes = activation_bytes(n, d, c, j, dtype, **options)
     kind = "a training step" if options.get("training", True) else "an evaluation"
-    what = (
-        f"{kind} on a batch of {n} prompts of c={c} tokens (d={d}, j={j}, {np.dtype(dtype).name})"
-    )
+    what = f"{kind} on a batch of {n} prompts of c={c} tokens (d={d}, j={j}, {dtype.name})"
     check_fits(sizes, what, available=available)

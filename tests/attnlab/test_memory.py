@@ -195,3 +195,16 @@ def test_the_model_checks_memory_before_it_allocates(monkeypatch: pytest.MonkeyP
         tracemalloc.stop()
     assert peak < 50 * X.nbytes  # refused before any (n, c, c) array
     model.loss_and_grads(X[:, :, :16], np.zeros(4, dtype=int))  # 16 tokens fit
+
+
+def test_small_steps_skip_reading_the_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable() -> int:
+        raise AssertionError("read the available memory for a small step")
+
+    monkeypatch.setattr(mem, "available_bytes", unreadable)
+    assert sum(mem.activation_bytes(64, 5, 16, 16, threads=2).values()) < mem.SMALL_BYTES
+    mem.check_step_fits(64, 5, 16, 16, threads=2)  # the demo's step: nothing read
+    with pytest.raises(MemoryError, match="needs"):  # a given size is always compared
+        mem.check_step_fits(64, 5, 16, 16, threads=2, available=1000)
+    with pytest.raises(AssertionError, match="small step"):  # a large one reads it
+        mem.check_step_fits(64, 5, 1024, 1024)
