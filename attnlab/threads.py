@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -245,6 +246,21 @@ def map_blocks(fn: Callable[[slice], T], blocks: list[slice], nbytes: int) -> li
     return results  # type: ignore[return-value]
 
 
+@lru_cache(maxsize=64)
+def _prompt_axes(pattern: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The axes of the two operands and of the output; ``n`` must be in an operand, and first
+    in the output if the output has it."""
+    lhs, rhs = pattern.split("->")
+    a_axes, b_axes = (tuple(s.split()) for s in lhs.split(","))
+    out_axes = tuple(rhs.split())
+    if ("n" in out_axes and out_axes[0] != "n") or ("n" not in a_axes and "n" not in b_axes):
+        raise ValueError(
+            f"contract_by_prompts: expected n in an operand and first in the output "
+            f"if there, received {pattern!r}"
+        )
+    return a_axes, b_axes, out_axes
+
+
 def contract_by_prompts(pattern: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """:func:`mlp.contract.contract` of ``pattern``, run over blocks of the prompt axis ``n``.
 
@@ -253,14 +269,9 @@ def contract_by_prompts(pattern: str, a: np.ndarray, b: np.ndarray) -> np.ndarra
     (``"n e c, n d c -> e d"``) the blocks' partial sums are added in block order. Small work
     (see :func:`map_blocks`) is one plain :func:`~mlp.contract.contract` call.
     """
-    lhs, rhs = pattern.split("->")
-    a_axes, b_axes = (s.split() for s in lhs.split(","))
-    out_axes = rhs.split()
-    if ("n" in out_axes and out_axes[0] != "n") or ("n" not in a_axes and "n" not in b_axes):
-        raise ValueError(
-            f"contract_by_prompts: expected n in an operand and first in the output "
-            f"if there, received {pattern!r}"
-        )
+    a_axes, b_axes, out_axes = _prompt_axes(pattern)
+    if max(a.nbytes, b.nbytes) < PARALLEL_MIN_BYTES:
+        return contract(pattern, a, b)
     with_n = [x for x, axes in ((a, a_axes), (b, b_axes)) if "n" in axes]
     n = with_n[0].shape[(a_axes if "n" in a_axes else b_axes).index("n")]
     big = max(x.nbytes for x in with_n)
@@ -268,7 +279,7 @@ def contract_by_prompts(pattern: str, a: np.ndarray, b: np.ndarray) -> np.ndarra
     if big < PARALLEL_MIN_BYTES or len(blocks) < 2:
         return contract(pattern, a, b)
 
-    def rows(x: np.ndarray, axes: list[str], s: slice) -> np.ndarray:
+    def rows(x: np.ndarray, axes: tuple[str, ...], s: slice) -> np.ndarray:
         return x[(slice(None),) * axes.index("n") + (s,)] if "n" in axes else x
 
     def part(s: slice) -> np.ndarray:
