@@ -176,10 +176,11 @@ SMALL_BYTES = 2**24
 
 
 @lru_cache(maxsize=64)
-def _total_bytes(
-    n: int, d: int, c: int, j: int, dtype: np.dtype, options: tuple[tuple[str, Any], ...]
-) -> int:
-    return sum(activation_bytes(n, d, c, j, dtype, **dict(options)).values())
+def _total_bytes(*args: Any) -> int:
+    """The sum of :func:`activation_bytes` of ``(n, d, c, j, dtype, options)``, once per
+    shape: ``options`` are the keyword arguments as ``(name, value)`` pairs."""
+    *sizes, options = args
+    return sum(activation_bytes(*sizes, **dict(options)).values())
 
 
 def check_step_fits(
@@ -196,11 +197,11 @@ def check_step_fits(
     ``threads``, ``rank``): ``MemoryError`` naming ``n``, ``c``, ``d``, ``j``, the dtype and the
     largest array when a step would not fit. Steps below :data:`SMALL_BYTES` are not compared
     with the memory available unless ``available`` is given."""
-    dtype = np.dtype(dtype)
-    key = tuple(sorted(options.items()))
-    if available is None and _total_bytes(n, d, c, j, dtype, key) < SMALL_BYTES:
+    if available is None and _total_bytes(n, d, c, j, dtype, tuple(options.items())) < SMALL_BYTES:
         return
     sizes = activation_bytes(n, d, c, j, dtype, **options)
     kind = "a training step" if options.get("training", True) else "an evaluation"
-    what = f"{kind} on a batch of {n} prompts of c={c} tokens (d={d}, j={j}, {dtype.name})"
+    what = (
+        f"{kind} on a batch of {n} prompts of c={c} tokens (d={d}, j={j}, {np.dtype(dtype).name})"
+    )
     check_fits(sizes, what, available=available)

@@ -79,19 +79,24 @@ def usable_cores() -> int:
 
 def default_threads() -> int:
     """``ATTNLAB_NUM_THREADS`` if set, else :func:`usable_cores`."""
-    value = os.environ.get(ENV_VAR, "").strip()
-    if value:
-        try:
-            k = int(value)
-        except ValueError:
-            k = 0
-        if k < 1:
-            raise ValueError(
-                f"{ENV_VAR}: expected a positive integer (the number of threads), "
-                f"received {os.environ[ENV_VAR]!r}"
-            )
-        return k
-    return usable_cores()
+    value = os.environ.get(ENV_VAR)
+    return usable_cores() if value is None else _parse_threads(value)
+
+
+@lru_cache(maxsize=8)
+def _parse_threads(value: str) -> int:
+    """The value of ``ATTNLAB_NUM_THREADS`` as a positive count (empty: the usable cores)."""
+    if not value.strip():
+        return usable_cores()
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise ValueError(
+            f"{ENV_VAR}: expected a positive integer (the number of threads), received {value!r}"
+        )
+    return k
 
 
 def num_threads() -> int:
@@ -204,9 +209,9 @@ def map_blocks(fn: Callable[[slice], T], blocks: list[slice], nbytes: int) -> li
     block's slice of shared arrays. The first exception of any block is raised after every
     thread has stopped.
     """
-    k = min(num_threads(), len(blocks))  # read first: a bad setting fails at every size
     if nbytes < PARALLEL_MIN_BYTES or len(blocks) < 2 or getattr(_local, "busy", False):
         return [fn(b) for b in blocks]
+    k = min(num_threads(), len(blocks))
     results: list[T | None] = [None] * len(blocks)
     lock = threading.Lock()
     state = {"next": 0, "failed": False}

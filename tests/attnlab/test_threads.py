@@ -75,11 +75,11 @@ def test_bad_environment_variable_is_a_clear_error(
         ValueError, match=f"{ENV_VAR}: expected a positive integer.*{re.escape(repr(value))}"
     ):
         num_threads()
-    # the step reads the setting at every size, so a bad value never passes silently
+    # a step large enough for the pool reads the setting: the error, not a silent default
     model = ContextWindowModel(3)
-    X = np.ones((2, 3, 4))
+    X = np.ones((256, 3, 48))  # S (n, c, c): 4.7 MB
     with pytest.raises(ValueError, match=ENV_VAR):
-        model.loss_and_grads(X, np.array([1.0, -1.0]))
+        model.loss_and_grads(X, np.where(np.arange(256) % 2 == 0, 1.0, -1.0))
 
 
 def test_context_manager_sets_restores_and_nests(monkeypatch: pytest.MonkeyPatch) -> None:
