@@ -181,6 +181,18 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_after_fork() -> None:
+    """In a forked child the parent's pool threads do not exist and its locks may be held: start
+    from nothing (a new pool is made on first use)."""
+    global _pool, _pool_size, _pool_lock, _blas_lock, _blas_users, _blas_limiter
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+    _blas_lock, _blas_users, _blas_limiter = threading.Lock(), 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def map_blocks(fn: Callable[[slice], T], blocks: list[slice], nbytes: int) -> list[T]:
     """``[fn(b) for b in blocks]``, on :func:`num_threads` threads when the work is large.
 

@@ -291,3 +291,33 @@ def test_the_step_leaves_blas_threading_as_it_found_it() -> None:
         model.loss_and_grads(X, y)
     model.loss_and_grads(X, y)
     assert _blas_threads() == before
+
+
+def _pooled_sum() -> float:
+    blocks = prompt_blocks(40, threads_module.BLOCK_BYTES // 2)
+    with attnlab.threads(2):
+        return sum(map_blocks(lambda b: float(b.start), blocks, PARALLEL_MIN_BYTES))
+
+
+def _child(queue) -> None:
+    queue.put(_pooled_sum())
+
+
+def test_a_forked_child_starts_its_own_pool() -> None:
+    """The parent's pool threads do not exist in a forked child: the child makes a new pool
+    instead of waiting forever on the old one."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    expected = _pooled_sum()  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child, args=(queue,))
+    child.start()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on the parent's pool")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == expected
