@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from attnlab.max_margin import SETTINGS
+from attnlab.memory import check_fits
 from attnlab.model import HEADS, POOLS, ContextWindowModel
 from attnlab.queries import ATTENTIONS
 from attnlab.tasks import TASKS, Task, fixed_head, make_task
@@ -276,6 +277,14 @@ def prepare(
     """
     opts = resolve(config)
     name, seed = opts["task"], opts["seed"]
+    # before the task's prompts are made (they grow with the context too): the attention
+    # weights S (n, c, j) of one step, which need no data, must fit; the model checks the rest
+    c, batch = opts["context"], opts["batch_size"] or 1
+    j = c if opts["attention"] in ("self", "kq") else 1
+    check_fits(
+        {"the attention weights S (n, c, j)": batch * c * j * 8},
+        f"a training step on a batch of {batch} prompts of c={c} tokens (j={j}, float64)",
+    )
     if name == "iris-in-context":
         task = make_task(name, context=opts["context"], features=opts["features"], seed=seed)
     else:
