@@ -83,6 +83,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 #: prompt-norm's comparison: plain gradient descent with this learning rate.
 GD_LR = 1.0
+#: A max-margin run has found the max-margin direction when its final correlation with
+#: ``W_mm`` reaches this (the metric ``correlation_ge_0.99``; every seed's target).
+ALIGNED = 0.99
 #: How a trained parameter ``(d, ...)`` starts, by name.
 INIT_MEANING = {
     "zero": "0",
@@ -434,8 +437,10 @@ def run_experiment(
     ``curves.npz`` (``correlation``, ``probability``, ``norm``, each ``(s,)`` for ``s =
     0..steps``), ``params.npz`` (the trained model's parameters: ``W (d, d)`` and the fixed
     ``v (d, 1)``) and ``correlation.png``. Returns the metrics: the final ``correlation`` with
-    ``W_mm``, ``probability`` of the selected token and ``norm`` ``||W||_F``, the step at which
-    the selection ``settled``, and the trainer's ``stop_reason``.
+    ``W_mm``, ``correlation_ge_0.99`` (whether it reaches :data:`ALIGNED`: over seeds, the mean
+    of this yes/no is the fraction of seeds that do), ``probability`` of the selected token and
+    ``norm`` ``||W||_F``, the step at which the selection ``settled``, and the trainer's
+    ``stop_reason``.
     """
     from attnlab.plots import plot_max_margin_run  # matplotlib only when a run is written
 
@@ -451,6 +456,7 @@ def run_experiment(
     )
     metrics = {
         "correlation": float(run.correlation[-1]),
+        f"correlation_ge_{ALIGNED:g}": bool(run.correlation[-1] >= ALIGNED),
         "probability": float(run.probability[-1]),
         "norm": float(run.norm[-1]),
         "settled": run.settled,

@@ -21,6 +21,7 @@ def test_run_experiment_metrics_are_run_max_margins(tmp_path, init):
     run = run_max_margin(3, steps=300, init=init)
     assert metrics == {
         "correlation": run.correlation[-1],
+        "correlation_ge_0.99": bool(run.correlation[-1] >= 0.99),
         "probability": run.probability[-1],
         "norm": run.norm[-1],
         "settled": run.settled,
