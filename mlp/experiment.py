@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "decay_steps": None,
 }
 
+#: What a run imports on first use (the iris data, the figures): a sweep's worker processes
+#: start with these imported.
+PRELOAD = ("sklearn.datasets", "sklearn.model_selection", "mlp.plots")
 #: The options a resumed experiment may change; every other one is the run folder's own.
 CHANGEABLE_ON_RESUME = ("epochs",)
 #: The final metrics and the history columns they are read from.
@@ -178,7 +181,6 @@ def run_experiment(
     run_dir: str | Path | None = None,
     *,
     progress: bool | None = None,
-    summary: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the experiment of ``config`` into a new run folder: ``run_dir``, or (None) a new
     ``runs/mlp-<time>-<suffix>``. Returns what ``metrics.json`` holds, and ``run_dir``.
@@ -187,12 +189,12 @@ def run_experiment(
     refused (:func:`mlp.train.folders.create_run_dir`). ``config.json`` is written before
     training (so a killed run can be resumed), then :func:`finish` writes ``checkpoint.npz``,
     ``history.csv`` (a row per epoch), ``params.npz``, ``curves.png``,
-    ``decision_regions.png`` and, last, ``metrics.json`` (with the entries of ``summary``, for
-    example :func:`seed_summary`'s)."""
+    ``decision_regions.png`` and, last, ``metrics.json``. Many seeds: the ``mlp`` experiment of
+    :mod:`attnlab.sweep`."""
     experiment = prepare(config, progress=progress)
     run_dir = create_run_dir(run_dir, "mlp", config=experiment.config(), files=FILES)
     experiment.trainer.checkpoint = run_dir / "checkpoint.npz"
-    return finish(experiment, run_dir, summary)
+    return finish(experiment, run_dir)
 
 
 def resume_experiment(
@@ -205,11 +207,9 @@ def resume_experiment(
     return resume_from(run_dir, DEFAULTS, prepare, {"epochs": epochs}, progress, check=resolve)
 
 
-def finish(
-    experiment: Experiment, run_dir: str | Path, summary: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+def finish(experiment: Experiment, run_dir: str | Path) -> dict[str, Any]:
     """Train ``experiment`` to its last step, write its run folder and draw its figures, then
-    ``metrics.json`` (its metrics, ``summary`` and the ``stop_reason``:
+    ``metrics.json`` (its metrics and the ``stop_reason``:
     :func:`mlp.train.folders.finish_run`). Returns what ``metrics.json`` holds, and
     ``run_dir``."""
     run_dir = Path(run_dir)
@@ -238,30 +238,4 @@ def finish(
             feature_names=split.feature_names,
         )
 
-    def metrics() -> dict[str, Any]:
-        return {**experiment.metrics(), **(summary or {})}
-
-    return finish_run(run_dir, experiment.trainer, write_files, metrics, FILES)
-
-
-def seed_summary(config: Mapping[str, Any], seeds: int) -> dict[str, Any]:
-    """Train ``config`` for seeds ``0..seeds-1`` (no run folders) and summarize the final
-    accuracies: ``per_seed`` rows and the mean and minimum test accuracy."""
-    positive("seeds", seeds, integer=True)
-    per_seed = []
-    for s in range(seeds):
-        last = prepare({**config, "seed": s}).trainer.run().last
-        per_seed.append(
-            {
-                "seed": s,
-                "train_accuracy": last["train_accuracy"],
-                "test_accuracy": last["test_accuracy"],
-            }
-        )
-    test = [r["test_accuracy"] for r in per_seed]
-    return {
-        "per_seed": per_seed,
-        "mean_test_accuracy": float(np.mean(test)),
-        "min_test_accuracy": float(np.min(test)),
-        "mean_train_accuracy": float(np.mean([r["train_accuracy"] for r in per_seed])),
-    }
+    return finish_run(run_dir, experiment.trainer, write_files, experiment.metrics, FILES)

@@ -2,7 +2,11 @@
 """Train the lecture's iris MLP with mini-batch SGD and write a run folder.
 
     python scripts/train_mlp.py                          # 2 features, 10 hidden, 200 epochs
-    python scripts/train_mlp.py --features 4 --seeds 20  # also: mean/min test accuracy, 20 seeds
+    python scripts/train_mlp.py --features 4 --seed 3 --out runs/mlp-4-features
+
+Many seeds are a sweep (in parallel, resumable, one results table):
+
+    python scripts/sweep.py mlp --set features=4 --seeds 0-19 --out runs/mlp-seeds
 
 A new run folder (--out, one that holds no run; default runs/mlp-<timestamp>-<suffix>) gets
 config.json, history.csv (one row per epoch), params.npz, checkpoint.npz, curves.png,
@@ -12,6 +16,7 @@ split, the initialization and the shuffling. Exit statuses: mlp/train/cli.py and
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from mlp.train.cli import ScriptParser, exit_status, folder, run_or_resume, run_script
@@ -35,7 +40,7 @@ def add_options(p: ScriptParser) -> None:
     p.add_argument("--seed", type=int, help="split, initialization and shuffling (0)")
     p.add_argument("--scale", type=float, help="init scale (default: N(0, 1))")
     p.add_argument("--out", type=folder, help="a new run folder (default runs/mlp-<time>-*)")
-    p.add_argument("--seeds", type=int, help="also evaluate seeds 0..N-1: mean/min test accuracy")
+    p.add_argument("--seeds", help=argparse.SUPPRESS)  # moved to sweep.py: a pointer there
     p.add_argument(
         "--checkpoint-every",
         type=int,
@@ -53,21 +58,17 @@ def add_options(p: ScriptParser) -> None:
 def train(p: ScriptParser, argv: list[str] | None) -> int:
     import mlp.experiment
 
-    def summary(options: dict) -> dict | None:
-        seeds = options.pop("seeds", 1)
-        return mlp.experiment.seed_summary(options, seeds) if seeds != 1 else None
-
     add_options(p)
-    m = run_or_resume(mlp.experiment, vars(p.parse_args(argv)), "epochs", summary)
+    options = vars(p.parse_args(argv))
+    if "seeds" in options:  # the old multi-seed option: say what replaced it
+        n = options["seeds"]
+        seeds = f"0-{int(n) - 1}" if n.isdigit() and int(n) > 0 else "A-B"
+        p.error(f"--seeds: many seeds are a sweep: scripts/sweep.py mlp --seeds {seeds} --out DIR")
+    m = run_or_resume(mlp.experiment, options, "epochs")
     print(
         f"seed {m['seed']}: train accuracy {m['train_accuracy']:.4f}, "
         f"test accuracy {m['test_accuracy']:.4f}, final train loss {m['final_loss']:.4f}"
     )
-    if "per_seed" in m:
-        print(
-            f"seeds 0..{len(m['per_seed']) - 1}: mean test accuracy "
-            f"{m['mean_test_accuracy']:.4f}, min {m['min_test_accuracy']:.4f}"
-        )
     print(f"run folder: {m['run_dir']}")
     return exit_status(p, m)
 

@@ -97,15 +97,13 @@ def run_or_resume(
     experiment: ModuleType,
     given: dict[str, Any],
     total: str,
-    summary: Callable[[dict[str, Any]], Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """What a training script does with its options ``given`` (those on the command line):
     ``--resume RUN_DIR`` continues that run with its own options (only ``total``, the new
     total of steps or epochs, may be given: :func:`check_resume_options`) and finishes it;
     otherwise a new run of ``experiment`` (a module with ``CHANGEABLE_ON_RESUME``,
     ``resume_experiment``, ``finish`` and ``run_experiment``) into ``--out`` or a default
-    folder, with ``summary(options)`` (which may take its own options out of them) added to
-    its metrics. Returns the run's metrics and ``run_dir``."""
+    folder. Returns the run's metrics and ``run_dir``."""
     resume = given.pop("resume", None)
     if resume is not None:
         check_resume_options(resume, given, experiment.CHANGEABLE_ON_RESUME)
@@ -113,10 +111,7 @@ def run_or_resume(
         t = resumed.trainer
         print(f"resuming {resume} at step {t.step} of {t.steps}")
         return experiment.finish(resumed, resume)
-    out = given.pop("out", None)
-    if summary is None:
-        return experiment.run_experiment(given, out)
-    return experiment.run_experiment(given, out, summary=summary(given))
+    return experiment.run_experiment(given, given.pop("out", None))
 
 
 def folder(text: str) -> Path:

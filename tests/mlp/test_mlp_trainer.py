@@ -138,6 +138,6 @@ def test_divergence_is_reported() -> None:
 @pytest.mark.parametrize(("features", "target"), [(4, 0.93), (2, 0.72)])
 def test_training_on_iris_reaches_accuracy(features: int, target: float) -> None:
     """Five seeds (split and initialization) with the script's defaults; the full 20-seed
-    evaluation is ``scripts/train_mlp.py --seeds 20``."""
+    evaluation is ``scripts/sweep.py mlp --seeds 0-19``."""
     accs = [_train(features=features, seed=s)[2].last["test_accuracy"] for s in range(5)]
     assert np.mean(accs) >= target, accs
