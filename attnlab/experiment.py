@@ -7,14 +7,15 @@ holds the options of :data:`DEFAULTS` (``None``: the task's default, see :func:`
 :class:`mlp.train.Trainer`, with a few fixed test prompts as snapshots;
 :meth:`Experiment.save` writes the run folder; :func:`resume_experiment` continues one from its
 checkpoint; :func:`load` rebuilds the trained model and its snapshots from a run folder,
-checking every file against what it must hold. The run-folder rules (one run per folder,
+checking every file against what it must hold; :func:`evaluate_defaults` sweeps the defaults
+over seeds. The run-folder rules (one run per folder,
 ``metrics.json`` last, atomic writes, no links) are those of :mod:`mlp.train.folders`.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ IRIS_DEFAULTS = {
 IRIS_STEPS = {4: 6000, 2: 2000}
 
 
+#: What a run imports on first use (the iris data, the figures): a sweep's worker processes
+#: start with these imported.
+PRELOAD = ("sklearn.datasets", "sklearn.model_selection", "attnlab.plots")
 #: The options a resumed experiment may change; every other one is the run folder's own.
 CHANGEABLE_ON_RESUME = ("steps",)
 #: The final metrics and the history columns they are read from.
@@ -496,3 +500,75 @@ def _check_snapshots(members: dict[str, Member], model: ContextWindowModel, path
                 f"run folder: {path}: {name!r} has shape {m.shape} {m.dtype}, expected {shape} "
                 f"{'floats' if kinds == 'f' else 'integers' if kinds == 'iu' else 'numbers'}"
             )
+
+
+#: What iris-in-context reaches with the defaults, per features: the mean test accuracy over
+#: seeds, and the mean weight on the marked token of the test prompts (None: no target).
+IRIS_TARGETS: dict[int, tuple[float, float | None]] = {4: (0.93, 0.9), 2: (0.72, None)}
+
+
+def evaluate_defaults(
+    attentions: Sequence[str] = ("prompt", "self", "kq"),
+    features: Sequence[int] = (4, 2),
+    seeds: Iterable[int] = range(5),
+    out: str | Path = "runs/iris-in-context",
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], Any]:
+    """iris-in-context with the defaults of each attention and number of features, over
+    ``seeds``: a sweep (:func:`attnlab.sweep.sweep`, its ``workers`` and ``scheduler``) into the
+    sweep folder ``out``, whose runs already done are reused.
+
+    Returns ``(table, sweep result)``: one table row per ``(attention, features)``, with
+    ``runs`` (the finished ones), ``test_accuracy`` and ``attention_on_target`` as ``(mean,
+    min)`` over the seeds, ``seconds`` (the median wall time of one run), ``targets``
+    (:data:`IRIS_TARGETS`) and ``met`` (every target reached, every run finished).
+    """
+    from attnlab.sweep import sweep
+
+    result = sweep(
+        "attention",
+        {"attention": list(attentions), "features": list(features)},
+        seeds=seeds,
+        out=out,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+    )
+    n_seeds = len(set(seeds))
+    table = []
+    for attention in dict.fromkeys(attentions):
+        for n_features in dict.fromkeys(features):
+            rows = [
+                r
+                for r in result.rows
+                if r["attention"] == attention and int(r["features"]) == n_features
+            ]
+            acc, att, sec = (
+                np.array([float(r[k]) for r in rows])
+                for k in ("test_accuracy", "attention_on_target", "wall_seconds")
+            )
+            want_acc, want_att = IRIS_TARGETS[n_features]
+            stats = {
+                k: (float(v.mean()), float(v.min())) if v.size else (np.nan, np.nan)
+                for k, v in (("test_accuracy", acc), ("attention_on_target", att))
+            }
+            met = (
+                len(rows) == n_seeds
+                and stats["test_accuracy"][0] >= want_acc
+                and (want_att is None or stats["attention_on_target"][0] >= want_att)
+            )
+            table.append(
+                {
+                    "attention": attention,
+                    "features": n_features,
+                    "runs": len(rows),
+                    **stats,
+                    "seconds": float(np.median(sec)) if sec.size else np.nan,
+                    "targets": (want_acc, want_att),
+                    "met": bool(met),
+                }
+            )
+    return table, result

@@ -35,7 +35,15 @@ from attnlab.svm import SVMSolution, attention_svm, attention_svm_nuclear, cosin
 from attnlab.tasks import Task, fixed_head, make_task
 from mlp.contract import contract
 from mlp.numerics import softmax
-from mlp.train.folders import create_run_dir, save_arrays, write_json
+from mlp.train.folders import (
+    RunFolderError,
+    create_run_dir,
+    load_arrays,
+    load_model,
+    read_json,
+    save_arrays,
+    write_json,
+)
 from mlp.train.optim import NormalizedGD, make_optimizer
 from mlp.train.trainer import Trainer
 from mlp.validation import check_seed, choice, positive
@@ -249,14 +257,20 @@ def _weight_of(S: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return S[:, np.arange(S.shape[1]), tokens].mean(axis=1)
 
 
+def _cross_softmax(X: np.ndarray, Z: np.ndarray, Ws: np.ndarray) -> np.ndarray:
+    """The softmax weights ``(s, n, c)`` of prompts ``X (n, d, c)`` with queries ``Z (n, d, 1)``
+    under each ``W_s`` of ``Ws (s, e, d)``: ``softmax_t(x_t^T W_s z)``."""
+    WZ = contract("s e d, n d j -> s n e j", Ws, Z)
+    return softmax(contract("n e c, s n e j -> s n c j", X, WZ)[..., 0], axis=2)
+
+
 def _cross_run(seed: int, task: Task, Ws: np.ndarray, trainer: Trainer) -> dict[str, Any]:
     """The fields of :class:`_CrossRun` from a trajectory ``Ws (s, e, d)`` on ``task``: what it
     selects on prompts ``X (n, d, c)`` with queries ``Z (n, d, 1)`` (the argmax of the last
     softmax), that token's weight per step, the step from which every prompt's argmax stays
     the selected token, and the attention SVM of the selection."""
     X, Z = task.train.X, task.train.inputs["Z"]
-    WZ = contract("s e d, n d j -> s n e j", Ws, Z)
-    S = softmax(contract("n e c, s n e j -> s n c j", X, WZ)[..., 0], axis=2)  # (s, n, c)
+    S = _cross_softmax(X, Z, Ws)
     selected = np.argmax(S[-1], axis=1)
     changed = np.flatnonzero(np.any(np.argmax(S, axis=2) != selected, axis=1))
     svm = attention_svm(X, Z, selected)
@@ -396,6 +410,9 @@ def run_prompt_norm(
 
 # --- one seed of max-margin as an experiment: config in, run folder and metrics out ---------
 
+#: What a run of :func:`run_experiment` imports on first use (its figure): a sweep's worker
+#: processes start with it imported.
+PRELOAD = ("attnlab.plots",)
 #: Every option of :func:`run_experiment` and its default.
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -473,3 +490,53 @@ def run_experiment(
     plot_max_margin_run(out / "correlation.png", run)
     write_json(out / "metrics.json", metrics)  # last: the run folder is complete
     return metrics
+
+
+def load_run(run_dir: str | Path) -> MaxMarginRun:
+    """The :class:`MaxMarginRun` of a run folder that :func:`run_experiment` wrote: the curves
+    of ``curves.npz``, the trained model of ``config.json`` and ``params.npz``, ``settled`` and
+    ``stop_reason`` of ``metrics.json``; the task is made again from the seed, and the selected
+    tokens and their SVM ``W_mm`` from the final ``W``. :class:`RunFolderError` names a file
+    that is missing or does not hold what it must."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    try:
+        cfg = resolve({k: config[k] for k in DEFAULTS})
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunFolderError(f"run folder: {run_dir / 'config.json'}: {err}") from None
+    textbook = bool(cfg["textbook_backward"])
+    model, _ = load_model(
+        run_dir, lambda kwargs: ContextWindowModel(**kwargs, textbook_backward=textbook)
+    )
+    metrics = read_json(run_dir / "metrics.json")
+    curves = load_arrays(run_dir / "curves.npz")
+    shape = (cfg["steps"] + 1,)
+    names = ("correlation", "probability", "norm")
+    if sorted(curves) != sorted(names) or any(curves[k].shape != shape for k in names):
+        got = {k: v.shape for k, v in curves.items()}
+        raise RunFolderError(
+            f"run folder: {run_dir / 'curves.npz'}: expected {list(names)} of shape {shape}, "
+            f"received {got}"
+        )
+    if not isinstance(metrics.get("settled"), int) or not isinstance(
+        metrics.get("stop_reason"), str
+    ):
+        raise RunFolderError(
+            f"run folder: {run_dir / 'metrics.json'}: expected an integer 'settled' and a "
+            f"text 'stop_reason', received {metrics.get('settled')!r}, "
+            f"{metrics.get('stop_reason')!r}"
+        )
+    task = make_task("max-margin", context=SETTINGS["max-margin"]["context"], seed=cfg["seed"])
+    X, Z = task.train.X, task.train.inputs["Z"]
+    selected = np.argmax(_cross_softmax(X, Z, model.params["W"][None])[-1], axis=1)
+    return MaxMarginRun(
+        seed=cfg["seed"],
+        **{k: curves[k] for k in names},
+        selected=selected,
+        optimal=np.asarray(task.train.target),
+        settled=metrics["settled"],
+        svm=attention_svm(X, Z, selected),
+        stop_reason=metrics["stop_reason"],
+        textbook_backward=textbook,
+        model=model,
+    )

@@ -27,7 +27,7 @@ from attnlab.max_margin import (
     MaxMarginRun,
     PromptNormRun,
     describe,
-    run_max_margin,
+    load_run,
     run_max_margin_kq,
     run_prompt_norm,
 )
@@ -323,6 +323,40 @@ def reproduction_config(seeds: int, steps: int, init: str, kq: bool) -> dict[str
     return config
 
 
+def _max_margin_seeds(
+    folder: Path,
+    seeds: int,
+    steps: int,
+    init: str,
+    workers: int | None,
+    scheduler: str | None,
+    log: Callable[[str], None] | None,
+) -> tuple[list[MaxMarginRun], list[MaxMarginRun]]:
+    """Seeds ``0..seeds-1`` of ``max-margin``, exact and textbook backward, as a sweep into
+    ``folder``; the runs read back from their folders, in the order of the seeds."""
+    from attnlab.sweep import sweep
+
+    result = sweep(
+        "max-margin",
+        {"textbook_backward": [False, True]},
+        {"steps": steps, "init": init},
+        seeds=range(seeds),
+        out=folder,
+        workers=workers,
+        scheduler=scheduler,
+        progress=log is not None,
+    )
+    if result.failed:
+        raise RuntimeError(
+            f"{result.failed} max-margin runs failed (their errors: {result.files['failed']})"
+        )
+    runs = {
+        (row["textbook_backward"], int(row["seed"])): load_run(folder / "runs" / row["run_id"])
+        for row in result.rows
+    }
+    return [runs["False", s] for s in range(seeds)], [runs["True", s] for s in range(seeds)]
+
+
 def reproduce(
     out: str | Path,
     seeds: int = 20,
@@ -330,14 +364,21 @@ def reproduce(
     init: str = "zero",
     kq: bool = False,
     log: Callable[[str], None] | None = None,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> tuple[dict[str, Any], list[Path]]:
     """Run the reproduction and write it into the run folder ``out``.
 
     ``seeds``: max-margin seeds ``0..seeds-1``; ``steps`` (at least 2): max-margin's steps
     (prompt-norm runs ``steps // 2``, the published 1000 by default); ``init``: max-margin's
     ``W`` init (:data:`attnlab.max_margin.INITS`); ``kq``: also ``max-margin-kq`` (needs cvxpy).
-    ``log`` receives a line per seed and the summary. Returns ``results.json``'s content and
-    the paths written.
+    The max-margin runs (each seed with the exact and with the textbook backward) are a sweep
+    of the ``max-margin`` experiment into ``out/seeds`` (:func:`attnlab.sweep.sweep`, with its
+    ``workers`` and ``scheduler``; its progress bar when ``log`` is given), read back from
+    their run folders (:func:`attnlab.max_margin.load_run`). ``log`` receives a line per seed
+    and the summary. Returns ``results.json``'s content and the paths written; a max-margin
+    run that fails raises ``RuntimeError`` naming ``out/seeds/failed.csv``.
     """
     positive("seeds", seeds, integer=True)
     positive("steps", steps, integer=True)
@@ -353,14 +394,10 @@ def reproduce(
     lr = SETTINGS["max-margin"]["lr"]
     written = [write_json(out / "config.json", reproduction_config(seeds, steps, init, kq))]
 
-    exact, textbook = [], []
-    for seed in range(seeds):
-        e = run_max_margin(seed, steps, lr, init=init)
-        t = run_max_margin(seed, steps, lr, textbook_backward=True, init=init)
-        exact.append(e)
-        textbook.append(t)
+    exact, textbook = _max_margin_seeds(out / "seeds", seeds, steps, init, workers, scheduler, log)
+    for e, t in zip(exact, textbook, strict=True):
         say(
-            f"max-margin seed {seed:2d}: correlation {e.correlation[-1]:.4f} "
+            f"max-margin seed {e.seed:2d}: correlation {e.correlation[-1]:.4f} "
             f"(textbook {t.correlation[-1]:.4f}), selected-token probability "
             f"{e.probability[-1]:.6f}, ||W|| {e.norm[-1]:.1f}"
         )

@@ -5,7 +5,9 @@
 
 An experiment is a module with ``DEFAULTS`` (every option and its default, ``seed`` among them),
 ``resolve(config)`` (the defaults filled in; ``ValueError`` naming an unknown option or a bad
-value) and ``run_experiment(config, run_dir, *, progress=None) -> metrics``. :data:`EXPERIMENTS`
+value) and ``run_experiment(config, run_dir, *, progress=None) -> metrics``; optionally
+``PRELOAD``, the modules its runs import on first use (the embedded cluster's worker processes
+start with them imported). :data:`EXPERIMENTS`
 names the library's; any importable module with these three names works too. The sweep calls
 ``run_experiment`` once per grid point and seed, each call one task on an embedded
 ``distributed.LocalCluster`` (one single-threaded worker process per usable core), on the cluster
@@ -108,7 +110,9 @@ class Plan:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """What a sweep did: counts of this invocation and the files it wrote."""
+    """What a sweep did: counts of this invocation, the files it wrote, and ``rows``: the
+    results.csv rows (text cells) of this sweep's runs that finished, now or before, in the
+    order of the plan (a folder may hold the rows of other grids too)."""
 
     out: Path
     planned: int
@@ -116,6 +120,7 @@ class SweepResult:
     finished: int
     failed: int
     files: dict[str, Path]
+    rows: list[dict[str, str]]
 
 
 def load_experiment(name: str) -> tuple[str, str, ModuleType]:
@@ -385,12 +390,12 @@ def _client(scheduler: str | None, workers: int, preload: Sequence[str]) -> Iter
 
     The embedded workers are forks of one ``forkserver`` process that imports ``preload``
     once (where the platform has it), so that starting or restarting a worker costs a fork,
-    not a fresh interpreter importing numpy and the experiment.
+    not a fresh interpreter importing numpy and the experiment, and no worker imports them
+    again on its first run.
     """
-    import dask
-    from distributed import Client, LocalCluster
-
     if scheduler is not None:
+        from distributed import Client
+
         try:
             client = Client(scheduler, timeout="10s")
         except (OSError, ValueError, TypeError) as err:
@@ -402,14 +407,16 @@ def _client(scheduler: str | None, workers: int, preload: Sequence[str]) -> Iter
                 client.close()
         return
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
-        if method == "forkserver":
-            from distributed.utils import get_mp_context
+    preload = ["distributed", "matplotlib.pyplot", __name__, *preload]
+    if method == "forkserver":
+        # started first: it imports while this process imports distributed and starts the
+        # scheduler (the list distributed sets later applies to a server started later)
+        multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
+        _start_forkserver()
+    import dask
+    from distributed import Client, LocalCluster
 
-            get_mp_context()  # distributed sets its own preload list once; ours replaces it
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["distributed", "matplotlib.pyplot", __name__, *preload])
-            _start_forkserver()
+    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
@@ -439,7 +446,9 @@ def _outcomes(
         return
     from distributed import as_completed
 
-    with _client(scheduler, workers, [plan.module]) as client:
+    module = importlib.import_module(plan.module)
+    preload = [plan.module, *getattr(module, "PRELOAD", ())]
+    with _client(scheduler, workers, preload) as client:
         token = uuid.uuid4().hex[:8]  # keys of this invocation only, on a shared scheduler
         futures = {
             client.submit(
@@ -573,4 +582,6 @@ def sweep(
         out, plan.experiment, config_keys, results.rows, len(failed.rows), grid_options
     )
     skipped = len(plan.runs) - len(pending)
-    return SweepResult(out, len(plan.runs), skipped, finished, n_failed, files)
+    by_id = {row["run_id"]: row for row in results.rows}
+    rows = [by_id[run.run_id] for run in plan.runs if run.run_id in by_id]
+    return SweepResult(out, len(plan.runs), skipped, finished, n_failed, files, rows)

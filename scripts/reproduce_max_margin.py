@@ -1,16 +1,19 @@
 """Reproduce the max-margin token-selection results of Tarzanagh et al.
 
     python scripts/reproduce_max_margin.py [--seeds 20] [--iterations 2000] [--init zero]
-                                           [--kq] [--out DIR]
+                                           [--kq] [--out DIR] [--workers N | --scheduler ADDR]
 
 ``max-margin``: for each seed 0..seeds-1, cross attention trained by normalized GD (lr 0.1,
 ``--iterations`` steps), once with the exact softmax backward and once with the textbook one;
-the correlation of ``W`` with the attention SVM ``W_mm`` over the steps. ``prompt-norm``:
-normalized GD (lr 0.1) against plain GD (lr 1) from ``p = 0``, for ``iterations // 2`` steps
-(1000 by default, as in the paper). ``--kq`` (needs cvxpy, the extra ``svm``) adds
-``max-margin-kq``: the same seeds with ``W = WK WQ^T`` trained by per-factor normalized GD and
-compared with the nuclear-norm SVM ``W_*``. Writes ``config.json``, ``results.json``,
-``results.md``, ``curves.npz`` and the figures into the run folder
+the correlation of ``W`` with the attention SVM ``W_mm`` over the steps. These runs are a sweep
+(``scripts/sweep.py max-margin``) into ``DIR/seeds``, on a local Dask cluster of one worker
+process per core (``--workers``; 0: one after another in this process) or on ``--scheduler``.
+``prompt-norm``: normalized GD (lr 0.1) against plain GD (lr 1) from ``p = 0``, for
+``iterations // 2`` steps (1000 by default, as in the paper). ``--kq`` (needs cvxpy, the extra
+``svm``) adds ``max-margin-kq``: the same seeds with ``W = WK WQ^T`` trained by per-factor
+normalized GD, in this process, and compared with the nuclear-norm SVM ``W_*``. Writes
+``config.json``, ``results.json``, ``results.md``, ``curves.npz``, the figures and ``seeds/``
+(the sweep folder: results.csv, summary.md, runs/) into the run folder
 (:func:`attnlab.max_margin_report.reproduce`).
 """
 
@@ -50,6 +53,8 @@ def make_parser() -> ScriptParser:
         "nuclear-norm SVM (needs cvxpy)",
     )
     parser.add_argument("--out", type=Path, default=None, help="run folder (runs/max_margin-*)")
+    parser.add_argument("--workers", type=int, help="local worker processes (default: cores)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, tcp://HOST:PORT")
     return parser
 
 
@@ -58,6 +63,10 @@ def parse_args(parser: ScriptParser, argv: list[str] | None = None) -> argparse.
     for name in ("seeds", "iterations"):
         if getattr(args, name) < 1:
             parser.error(f"--{name}: expected a positive integer, received {getattr(args, name)}")
+    if args.workers is not None and (args.workers < 0 or args.scheduler is not None):
+        parser.error(
+            f"--workers: expected an integer >= 0 without --scheduler, received {args.workers}"
+        )
     if args.iterations < 2:
         parser.error(f"--iterations: expected at least 2, received {args.iterations}")
     if args.kq and importlib.util.find_spec("cvxpy") is None:
@@ -78,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             init=args.init,
             kq=args.kq,
             log=lambda line: print(line, flush=True),
+            workers=args.workers,
+            scheduler=args.scheduler,
         )
 
     out, (results, written) = run_script(parser, work)

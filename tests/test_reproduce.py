@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import subprocess
@@ -121,6 +122,16 @@ def test_script_end_to_end(tmp_path):
     )
     md = (out / "results.md").read_text()
     assert "| quantity | published |" in md and "≈ 19.5" in md
+    # the max-margin seeds are a sweep: one run folder per seed and backward
+    with open(out / "seeds" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["textbook_backward"], r["seed"]) for r in rows) == [
+        ("False", "0"),
+        ("False", "1"),
+        ("True", "0"),
+        ("True", "1"),
+    ]
+    assert len(list((out / "seeds" / "runs").iterdir())) == 4
     config = json.loads((out / "config.json").read_text())
     assert config["seeds"] == 2 and config["iterations"] == 30
     # written from the code's values: the models that ran and their trained keys
@@ -131,6 +142,25 @@ def test_script_end_to_end(tmp_path):
     assert config["prompt_norm"]["trainable"] == ["p"]
     assert config["prompt_norm"]["optimizers"] == {"ngd": 0.1, "gd": GD_LR}
     assert "max_margin_kq" not in config
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_reproduction_through_the_sweep_is_the_runs_of_one_process(tmp_path, workers):
+    """The seeds run as a sweep (in this process, or on a local cluster of 2 workers) give
+    exactly the curves and the summary of run_max_margin called here."""
+    results, _ = reproduce(tmp_path / "run", seeds=2, steps=40, workers=workers)
+    curves = np.load(tmp_path / "run" / "curves.npz")
+    for backward, textbook in (("exact", False), ("textbook", True)):
+        runs = [run_max_margin(s, steps=40, textbook_backward=textbook) for s in range(2)]
+        for name in ("correlation", "probability", "norm"):
+            expected = np.array([getattr(r, name) for r in runs])
+            np.testing.assert_array_equal(curves[f"{name}_{backward}"], expected)
+        per_seed = results["max_margin"][backward]["per_seed"]
+        for row, run in zip(per_seed, runs, strict=True):
+            assert row["selected"] == run.selected.tolist()
+            assert row["globally_optimal"] == run.optimal.tolist()
+            assert row["selection_settled_at"] == run.settled
+            assert (row["svm_norm"], row["svm_kkt"]) == (run.svm.norm, run.svm.kkt)
 
 
 def test_reproduction_defaults_are_the_settings(tmp_path):

@@ -5,6 +5,7 @@ attention weights and metrics it saved are recomputed here from the saved parame
 numpy (an independent softmax of ``X^T W X``), not with the library's code.
 """
 
+import csv
 import json
 import shutil
 import signal
@@ -280,14 +281,27 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
 # --- the evaluation script -----------------------------------------------------------------
 
 
-def test_eval_script_prints_the_table() -> None:
-    proc = _run(EVAL, "--seeds", "1", "--attention", "prompt", "--features", "2", timeout=300)
+def test_eval_script_prints_the_table_of_its_sweep(tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    args = ("--seeds", "2", "--attention", "prompt", "--features", "2", "--out", str(out))
+    proc = _run(EVAL, *args, "--workers", "2", timeout=300)
     assert proc.returncode in (0, 1), proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[1].split()[:3] == ["attention", "features", "test"]
     row = lines[3].split()
     assert row[:2] == ["prompt", "2"]
-    assert 0.0 <= float(row[2]) <= 1.0 and 0.0 <= float(row[4]) <= 1.0
+    with open(out / "results.csv") as f:
+        results = list(csv.DictReader(f))
+    assert sorted(r["seed"] for r in results) == ["0", "1"]
+    accs = [float(r["test_accuracy"]) for r in results]
+    assert float(row[2]) == pytest.approx(np.mean(accs), abs=5e-4)
+    assert float(row[3]) == pytest.approx(min(accs), abs=5e-4)
+    assert f"results: {out / 'results.csv'}" in proc.stdout
+    # the same command again reuses the runs: the same table, no new run folder
+    again = _run(EVAL, *args, "--workers", "0", timeout=300)
+    assert again.returncode == proc.returncode, again.stderr
+    assert again.stdout.splitlines()[3].split()[:6] == row[:6]
+    assert len(list((out / "runs").iterdir())) == 2
 
 
 # --- library pieces the scripts use ----------------------------------------------------------

@@ -8,10 +8,17 @@ import json
 import numpy as np
 import pytest
 
-from attnlab.max_margin import DEFAULTS, SETTINGS, resolve, run_experiment, run_max_margin
+from attnlab.max_margin import (
+    DEFAULTS,
+    SETTINGS,
+    load_run,
+    resolve,
+    run_experiment,
+    run_max_margin,
+)
 from attnlab.model import ContextWindowModel
 from attnlab.tasks import fixed_head, iris_in_context, max_margin, prompt_norm
-from mlp.train.folders import load_arrays, load_model
+from mlp.train.folders import RunFolderError, load_arrays, load_model
 
 
 @pytest.mark.parametrize("init", ["zero", "uniform"])
@@ -41,6 +48,28 @@ def test_run_experiment_metrics_are_run_max_margins(tmp_path, init):
     np.testing.assert_array_equal(model.params["W"], run.model.params["W"])
     np.testing.assert_array_equal(model.params["v"][:, 0], max_margin(seed=3).info["v"])
     assert (out / "correlation.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("textbook", [False, True])
+def test_load_run_gives_back_the_run(tmp_path, textbook):
+    config = {"seed": 2, "steps": 120, "init": "uniform", "textbook_backward": textbook}
+    run_experiment(config, tmp_path / "run", progress=False)
+    loaded = load_run(tmp_path / "run")
+    run = run_max_margin(2, steps=120, init="uniform", textbook_backward=textbook)
+    for name in ("correlation", "probability", "norm", "selected", "optimal"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(run, name), err_msg=name)
+    assert (loaded.seed, loaded.settled, loaded.stop_reason) == (2, run.settled, "completed")
+    np.testing.assert_array_equal(loaded.svm.solution, run.svm.solution)
+    assert loaded.textbook_backward is textbook and loaded.model.textbook_backward is textbook
+    np.testing.assert_array_equal(loaded.model.params["W"], run.model.params["W"])
+
+
+def test_load_run_refuses_curves_that_do_not_fit(tmp_path):
+    run_experiment({"seed": 0, "steps": 30}, tmp_path / "run", progress=False)
+    curves = load_arrays(tmp_path / "run" / "curves.npz")
+    np.savez(tmp_path / "run" / "curves.npz", **{**curves, "norm": curves["norm"][:-1]})
+    with pytest.raises(RunFolderError, match=r"curves.npz: expected .* of shape \(31,\)"):
+        load_run(tmp_path / "run")
 
 
 def test_run_experiment_passes_textbook_backward(tmp_path):

@@ -316,10 +316,17 @@ def test_failures_are_recorded_and_retried(tmp_path: Path) -> None:
     assert [r["error"] for r in failed] == [
         f"FloatingPointError: training diverged: loss is inf at step 3 (seed {s})" for s in (0, 1)
     ]
+    assert [(r["mode"], r["seed"]) for r in first.rows] == [("ok", "0"), ("ok", "1")]
     again = sweep("sweep_fixture", **kw, progress=False)
     assert (again.finished, again.failed, again.skipped) == (0, 2, 2)
+    assert again.rows == first.rows  # the rows of the plan, finished now or before
     assert len(Table(out / "failed.csv").rows) == 2  # tried again, recorded once
     assert len(Table(out / "results.csv").rows) == 2
+    # a sweep of other seeds in the same folder returns only its own rows
+    kw = {**kw, "grid": {"mode": ["ok"]}, "seeds": [1, 2]}
+    other = sweep("sweep_fixture", **kw, progress=False)
+    assert [r["seed"] for r in other.rows] == ["1", "2"]
+    assert other.rows[0] == first.rows[1]
 
 
 def test_a_folder_of_another_experiment_or_not_a_sweep_is_refused(tmp_path: Path) -> None:
