@@ -23,7 +23,8 @@ The sweep folder ``out`` holds:
 - ``results.csv``: one row per finished run (every option, every metric, ``wall_seconds``,
   ``run_id``), appended as runs finish; each row is written whole by one ``os.write``;
 - ``failed.csv``: the runs that raised, with their error line (retried by the next invocation);
-- ``summary.csv``, ``summary.md`` and ``figures/`` (see :mod:`attnlab.sweep_report`).
+- ``summary.csv``, ``summary.md`` and ``figures/`` (see :mod:`attnlab.sweep_report`);
+- ``.sweep.lock``: locked while a sweep runs in the folder, so that a second one is refused.
 
 Invoking the same sweep again skips the runs already in ``results.csv``, so a changed grid adds
 only its new runs. A run's folder is emptied before the run starts, so a run that Dask
@@ -72,6 +73,8 @@ EXPERIMENTS = {
 #: Columns of results.csv and failed.csv after the options and the metrics.
 TAIL = ("wall_seconds", "error", "run_id")
 MANIFEST = "sweep.json"
+#: The lock file of a sweep folder, held while a sweep runs in it.
+LOCK = ".sweep.lock"
 _HASH_CHARS = 10
 _READABLE_CHARS = 80
 
@@ -473,9 +476,8 @@ def _outcomes(
             client.cancel(list(futures))
 
 
-def _open_folder(out: Path, plan: Plan) -> list[str]:
-    """Check that ``out`` is new, empty or a sweep of the same experiment; record the plan's
-    grid in its manifest. Returns the options of the grids of every invocation."""
+def _check_folder(out: Path, plan: Plan) -> dict[str, Any]:
+    """Check that ``out`` is new, empty or a sweep of the same experiment; its manifest."""
     manifest: dict[str, Any] = {}
     if (out / MANIFEST).is_file():
         manifest = read_json(out / MANIFEST)
@@ -484,8 +486,40 @@ def _open_folder(out: Path, plan: Plan) -> list[str]:
                 f"out: {out} holds a sweep of experiment {manifest.get('experiment')!r}, not "
                 f"{plan.experiment!r}; give another folder"
             )
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and (not out.is_dir() or any(p.name != LOCK for p in out.iterdir())):
         raise ValueError(f"out: {out} exists and is not a sweep folder (it has no {MANIFEST})")
+    return manifest
+
+
+@contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the sweep folder ``out`` (created if new): a second sweep
+    into it while this one runs is refused, since both would run and append the same runs.
+    Where the platform has no ``fcntl`` (Windows), no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"out: {out} is in use by another sweep running now; wait for it to end, or "
+                "give another folder"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _open_folder(out: Path, plan: Plan) -> list[str]:
+    """Check ``out`` (:func:`_check_folder`) and record the plan's grid in its manifest.
+    Returns the options of the grids of every invocation."""
+    manifest = _check_folder(out, plan)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     invocation = {
         "grid": plan.grid,
@@ -543,6 +577,15 @@ def sweep(
             f"(scheduler {scheduler!r})"
         )
     out = Path(out).absolute()
+    _check_folder(out, plan)  # before the lock creates the folder
+    with _folder_lock(out):
+        return _sweep_in(out, plan, scheduler, workers, progress)
+
+
+def _sweep_in(
+    out: Path, plan: Plan, scheduler: str | None, workers: int | None, progress: bool
+) -> SweepResult:
+    """:func:`sweep` in its locked folder ``out``."""
     grid_options = _open_folder(out, plan)
     results, failed = Table(out / "results.csv"), Table(out / "failed.csv")
     done = {row["run_id"] for row in results.rows}

@@ -448,6 +448,24 @@ def test_ctrl_c_loses_only_runs_in_flight_and_a_rerun_completes(tmp_path: Path) 
     assert_same_results(out, expected)
 
 
+def test_a_second_sweep_into_a_folder_in_use_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    args = ["--grid", "shift=0,1", "--set", "sleep=1", "--seeds", "0", "--out", str(out)]
+    proc = _start(*args, "--workers", "0")
+    _wait_for("the sweep's manifest", (out / "sweep.json").is_file, proc)
+    second = _script(*args, "--workers", "0")
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.strip() == (
+        f"sweep.py: error: out: {out} is in use by another sweep running now; wait for it to "
+        "end, or give another folder"
+    )
+    _, stderr = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, stderr
+    assert len(Table(out / "results.csv").rows) == 2  # each run once
+    again = _script(*args, "--workers", "0")  # the lock ended with the first sweep
+    assert again.returncode == 0 and "0 runs finished, 2 already done" in again.stdout
+
+
 def test_cells_keep_every_bit_of_a_float_through_the_file(tmp_path: Path) -> None:
     values = [0.1 + 0.2, math.pi * 1e-300, -2.5e300, 1 / 3, float("nan"), float("inf")]
     table = Table(tmp_path / "results.csv")
