@@ -164,7 +164,7 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("batch_size", "eval_every", "checkpoint_every"):
         if opts[name] is not None:
             positive(name, opts[name], integer=True)
-    positive("lr", opts["lr"])
+    opts["lr"] = float(positive("lr", opts["lr"]))  # 1 and 1.0: the same config
     check_seed(opts["seed"])
     if opts["eval_every"] is None:
         opts["eval_every"] = max(1, opts["steps"] // 30)

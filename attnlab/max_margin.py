@@ -434,7 +434,7 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     cfg = {**DEFAULTS, **config}
     cfg["seed"] = check_seed(cfg["seed"])
     positive("steps", cfg["steps"], integer=True)
-    positive("lr", cfg["lr"])
+    cfg["lr"] = float(positive("lr", cfg["lr"]))  # 1 and 1.0: the same config
     choice("init", cfg["init"], INITS)
     if not isinstance(cfg["textbook_backward"], (bool, np.bool_)):
         raise TypeError(

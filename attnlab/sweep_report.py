@@ -12,7 +12,8 @@ numeric metric is any other column (``run_id`` aside) whose non-empty cells all 
 - ``figures/METRIC_vs_OPTION.png``: per numeric metric (``wall_seconds`` aside) and swept
   option, the mean over the seeds with a band of one standard deviation against a numeric
   option, grouped bars with error bars for a categorical one; one line or bar per value of the
-  other swept options.
+  other swept options. A sweep of seeds alone gets ``figures/seeds.png`` instead: a panel per
+  metric with the value of each seed, the mean and the lowest seed.
 """
 
 from __future__ import annotations
@@ -247,6 +248,51 @@ def plot_metric(
     return path
 
 
+def plot_over_seeds(
+    rows: Sequence[Mapping[str, str]], metrics: Sequence[str], path: Path, title: str
+) -> Path:
+    """One figure for a sweep that swept no option: a panel per metric, with the metric of
+    each seed (a dot per run), the mean over the seeds (a line) and the lowest seed labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        len(metrics),
+        1,
+        figsize=(6.4, 1.2 + 1.7 * len(metrics)),
+        sharex=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, metric in zip(axes[:, 0], metrics, strict=True):
+        points = [(int(r["seed"]), as_number(r.get(metric, ""))) for r in rows]
+        points = sorted((s, v) for s, v in points if v is not None and math.isfinite(v))
+        if points:
+            seeds, values = zip(*points, strict=True)
+            ax.plot(seeds, values, "o", markersize=3)
+            mean = float(np.mean(values))
+            ax.axhline(mean, color="C1", label=f"mean {mean:.6g}")
+            low = int(np.argmin(values))
+            ax.annotate(
+                f"seed {seeds[low]}: {values[low]:.6g}",
+                (seeds[low], values[low]),
+                textcoords="offset points",
+                xytext=(6, 4),
+                fontsize="small",
+            )
+            ax.legend(fontsize="small", loc="best")
+        ax.set_ylabel(metric, fontsize="small")
+        ax.ticklabel_format(axis="y", useOffset=False)  # 0.99999999999, not 1e-11 + ...
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("seed")
+    axes[0, 0].set_title(f"{title}\none dot per seed, the line at the mean, the lowest labelled")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(
     out: str | Path,
     experiment: str,
@@ -256,7 +302,7 @@ def write_report(
     grid: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write ``summary.csv``, ``summary.md`` and ``figures/`` into ``out``; returns their paths
-    (``figures``: the folder, with no figure if no option is swept). ``grid``: the options of
+    (``figures``: the folder). ``grid``: the options of
     the grid, shown first (see :func:`swept_options`)."""
     out = Path(out)
     swept, metrics, summary = summarize(rows, config_keys, grid)
@@ -270,10 +316,13 @@ def write_report(
     figures.mkdir(exist_ok=True)
     for old in figures.glob("*_vs_*.png"):
         old.unlink()
+    (figures / "seeds.png").unlink(missing_ok=True)
     n_seeds = len({r.get("seed") for r in rows})
-    for metric in metrics:
-        if metric == "wall_seconds":
-            continue
+    plotted = [m for m in metrics if m != "wall_seconds"]
+    if not swept and rows and plotted:
+        title = f"{experiment} experiment, {n_seeds} seeds"
+        plot_over_seeds(rows, plotted, figures / "seeds.png", title)
+    for metric in plotted:
         for key in swept:
             name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{metric}_vs_{key}") + ".png"
             plot_metric(

@@ -81,12 +81,12 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"features: expected 2 or 4, received {opts['features']!r}")
     for name in ("hidden", "batch_size", "epochs", "checkpoint_every"):
         positive(name, opts[name], integer=True)
-    positive("lr", opts["lr"])
+    opts["lr"] = float(positive("lr", opts["lr"]))  # 1 and 1.0: the same config
     choice("schedule", opts["schedule"], SCHEDULES)
     check_seed(opts["seed"])
     for name in ("scale", "decay_steps"):
         if opts[name] is not None:
-            positive(name, opts[name])
+            opts[name] = float(positive(name, opts[name]))
     return opts
 
 

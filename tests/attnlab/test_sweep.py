@@ -168,6 +168,15 @@ def test_plan_types_values_and_names_runs_by_config() -> None:
     assert sorted(r.run_id for r in same.runs) == sorted(ids)
 
 
+def test_an_int_and_a_float_of_the_same_value_are_the_same_run() -> None:
+    """scale has no typed default (None): "10" reads as an int, "10.0" as a float."""
+    ids = [
+        plan_sweep("mlp", {"scale": [v], "lr": [w]}).runs[0].run_id
+        for v, w in (("10", "1"), ("10.0", "1.0"))
+    ]
+    assert ids[0] == ids[1]
+
+
 @pytest.mark.parametrize(
     ("grid", "fixed", "seeds", "match"),
     [
@@ -302,6 +311,19 @@ def test_report_files_tables_and_figures(tmp_path: Path) -> None:
     assert names == ["acc_vs_kind.png", "acc_vs_lr.png", "ok_vs_kind.png", "ok_vs_lr.png"]
     image = matplotlib.image.imread(files["figures"] / "acc_vs_lr.png")
     assert image.shape[0] > 300 and image.std() > 0
+
+
+def test_a_sweep_of_seeds_alone_plots_each_seed(tmp_path: Path) -> None:
+    rows = [r for r in ROWS if (r["lr"], r["kind"]) == ("0.2", "a")] + [
+        {"lr": "0.2", "kind": "a", "seed": "7", "acc": "0.125", "ok": "False", "run_id": "6"}
+    ]
+    files = write_report(tmp_path, "toy", ["lr", "kind", "seed"], rows, n_failed=0)
+    assert [p.name for p in files["figures"].iterdir()] == ["seeds.png"]
+    image = matplotlib.image.imread(files["figures"] / "seeds.png")
+    assert image.shape[0] > 400 and image.std() > 0  # a panel per metric: acc and ok
+    # a later sweep that sweeps an option replaces it
+    files = write_report(tmp_path, "toy", ["lr", "kind", "seed"], ROWS, n_failed=0)
+    assert "seeds.png" not in {p.name for p in files["figures"].iterdir()}
 
 
 # --- sweeps in this process (workers=0) ---------------------------------------------------------
