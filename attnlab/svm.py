@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from einops import rearrange, repeat
-from scipy.optimize import linprog, nnls
 
 from attnlab.attention import check_prompts
 from mlp.contract import contract
@@ -313,6 +312,8 @@ def _least_distance(
     E = np.vstack([G.T, np.ones((1, m))])
     f = np.zeros(D + 1)
     f[-1] = 1.0
+    from scipy.optimize import nnls  # here: slow to import, and only the SVM needs it
+
     u, _ = nnls(E, f, maxiter=50 * (m + D + 1))
     r = E @ u - f
     w = -r[:-1] / r[-1] if r[-1] < 0 else np.full(D, np.nan)
@@ -335,6 +336,8 @@ def _least_distance(
 def _raise_infeasible(G: np.ndarray, idx: np.ndarray, u: np.ndarray, shape: tuple) -> None:
     """Confirm infeasibility with a linear program and name the contradicting constraints."""
     m, D = G.shape
+    from scipy.optimize import linprog
+
     lp = linprog(np.zeros(D), A_ub=-G, b_ub=-np.ones(m), bounds=[(None, None)] * D, method="highs")
     if lp.status != 2:  # 2: infeasible; anything else means the least-distance solve failed
         raise RuntimeError(
