@@ -374,7 +374,8 @@ class Table:
 def _start_forkserver() -> None:
     """Start multiprocessing's forkserver (if not running) with SIGINT ignored, a disposition
     that it and its forks keep: Ctrl-C in a terminal reaches every process of the group, and
-    the sweep, not its workers, handles it (by closing the cluster)."""
+    the sweep, not its workers, handles it (by closing the cluster). This process ignores
+    SIGINT only while it forks the server (a few milliseconds)."""
     from multiprocessing import forkserver
 
     main = threading.current_thread() is threading.main_thread()
@@ -400,13 +401,14 @@ def _client(scheduler: str | None, workers: int, preload: Sequence[str]) -> Iter
         from distributed import Client
 
         try:
-            client = Client(scheduler, timeout="10s")
+            with _sigint_held():
+                client = Client(scheduler, timeout="10s")
         except (OSError, ValueError, TypeError) as err:
             raise ValueError(f"scheduler: cannot connect to {scheduler!r} ({err})") from err
         try:
             yield client
         finally:
-            with suppress(KeyboardInterrupt):  # a second Ctrl-C while the client closes
+            with _sigint_held(raise_after=False):  # a second Ctrl-C while the client closes
                 client.close()
         return
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -419,21 +421,46 @@ def _client(scheduler: str | None, workers: int, preload: Sequence[str]) -> Iter
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # any free port: several sweeps may run at once
-            silence_logs=logging.CRITICAL,  # a run's error is its row in failed.csv
-        )
-        client = Client(cluster)
-        try:
-            yield client
-        finally:
-            with suppress(KeyboardInterrupt):  # a second Ctrl-C while the cluster closes
+    cluster = client = None
+    try:
+        # a cluster interrupted while it starts could not be closed: a Ctrl-C waits for it
+        with (
+            _sigint_held(),
+            dask.config.set({"distributed.worker.multiprocessing-method": method}),
+        ):
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",  # any free port: several sweeps may run at once
+                silence_logs=logging.CRITICAL,  # a run's error is its row in failed.csv
+            )
+            client = Client(cluster)
+        yield client
+    finally:
+        with _sigint_held(raise_after=False):  # a second Ctrl-C while the cluster closes
+            if client is not None:
                 client.close()
+            if cluster is not None:
                 cluster.close()
+
+
+@contextmanager
+def _sigint_held(raise_after: bool = True) -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives within the block: raise it as ``KeyboardInterrupt``
+    when the block ends (``raise_after``) or drop it. Only the main thread handles signals;
+    elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if held and raise_after:
+        raise KeyboardInterrupt
 
 
 def _outcomes(

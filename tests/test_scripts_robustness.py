@@ -155,12 +155,13 @@ def test_plot_attention_on_a_snapshot_file_missing_an_array_is_one_line(
     ],
     ids=["train_attention", "eval_iris_in_context"],
 )
-@pytest.mark.parametrize("delay", [0.25, 0.6])
+@pytest.mark.parametrize("delay", [0.25, 0.6, 1.2])
 def test_ctrl_c_during_start_up_is_one_line_and_status_130(
     tmp_path: Path, script: Path, args: tuple[str, ...], delay: float
 ) -> None:
     """A fraction of a second in, the script is importing (numpy, matplotlib) or starting its
-    work: one line says so, after at most the lines of a progress bar."""
+    work (the sweep of eval_iris_in_context starts its Dask cluster): one line says so, after
+    at most the lines of a progress bar, and no process prints a traceback."""
     proc = subprocess.Popen(
         [sys.executable, str(script), *args],
         cwd=tmp_path,
