@@ -527,7 +527,9 @@ def evaluate_defaults(
     (:data:`IRIS_TARGETS`) and ``met`` (every target reached, every run finished).
     """
     from attnlab.sweep import sweep
+    from attnlab.sweep_report import statistics
 
+    seeds = list(dict.fromkeys(seeds))  # read twice: by the sweep and for the count
     result = sweep(
         "attention",
         {"attention": list(attentions), "features": list(features)},
@@ -537,7 +539,6 @@ def evaluate_defaults(
         scheduler=scheduler,
         progress=progress,
     )
-    n_seeds = len(set(seeds))
     table = []
     for attention in dict.fromkeys(attentions):
         for n_features in dict.fromkeys(features):
@@ -546,17 +547,14 @@ def evaluate_defaults(
                 for r in result.rows
                 if r["attention"] == attention and int(r["features"]) == n_features
             ]
-            acc, att, sec = (
-                np.array([float(r[k]) for r in rows])
-                for k in ("test_accuracy", "attention_on_target", "wall_seconds")
-            )
+            stats = {}
+            for key in ("test_accuracy", "attention_on_target"):
+                s = statistics([float(r[key]) for r in rows], [r["seed"] for r in rows])
+                stats[key] = (s["mean"], s["min"]) if s["count"] else (np.nan, np.nan)
+            sec = [float(r["wall_seconds"]) for r in rows]
             want_acc, want_att = IRIS_TARGETS[n_features]
-            stats = {
-                k: (float(v.mean()), float(v.min())) if v.size else (np.nan, np.nan)
-                for k, v in (("test_accuracy", acc), ("attention_on_target", att))
-            }
             met = (
-                len(rows) == n_seeds
+                len(rows) == len(seeds)
                 and stats["test_accuracy"][0] >= want_acc
                 and (want_att is None or stats["attention_on_target"][0] >= want_att)
             )
@@ -566,7 +564,7 @@ def evaluate_defaults(
                     "features": n_features,
                     "runs": len(rows),
                     **stats,
-                    "seconds": float(np.median(sec)) if sec.size else np.nan,
+                    "seconds": float(np.median(sec)) if sec else np.nan,
                     "targets": (want_acc, want_att),
                     "met": bool(met),
                 }

@@ -526,7 +526,7 @@ def load_run(run_dir: str | Path) -> MaxMarginRun:
             f"text 'stop_reason', received {metrics.get('settled')!r}, "
             f"{metrics.get('stop_reason')!r}"
         )
-    task = make_task("max-margin", context=SETTINGS["max-margin"]["context"], seed=cfg["seed"])
+    task, _, _ = _build("max-margin", cfg["seed"])
     X, Z = task.train.X, task.train.inputs["Z"]
     selected = np.argmax(_cross_softmax(X, Z, model.params["W"][None])[-1], axis=1)
     return MaxMarginRun(

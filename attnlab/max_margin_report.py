@@ -330,7 +330,7 @@ def _max_margin_seeds(
     init: str,
     workers: int | None,
     scheduler: str | None,
-    log: Callable[[str], None] | None,
+    progress: bool,
 ) -> tuple[list[MaxMarginRun], list[MaxMarginRun]]:
     """Seeds ``0..seeds-1`` of ``max-margin``, exact and textbook backward, as a sweep into
     ``folder``; the runs read back from their folders, in the order of the seeds."""
@@ -344,7 +344,7 @@ def _max_margin_seeds(
         out=folder,
         workers=workers,
         scheduler=scheduler,
-        progress=log is not None,
+        progress=progress,
     )
     if result.failed:
         raise RuntimeError(
@@ -394,7 +394,9 @@ def reproduce(
     lr = SETTINGS["max-margin"]["lr"]
     written = [write_json(out / "config.json", reproduction_config(seeds, steps, init, kq))]
 
-    exact, textbook = _max_margin_seeds(out / "seeds", seeds, steps, init, workers, scheduler, log)
+    exact, textbook = _max_margin_seeds(
+        out / "seeds", seeds, steps, init, workers, scheduler, progress=log is not None
+    )
     for e, t in zip(exact, textbook, strict=True):
         say(
             f"max-margin seed {e.seed:2d}: correlation {e.correlation[-1]:.4f} "

@@ -86,7 +86,7 @@ class SweepInterrupted(KeyboardInterrupt):
     def __init__(self, out: Path, finished: int, unfinished: int) -> None:
         super().__init__(
             f"interrupted: {finished} runs finished and recorded in {out / 'results.csv'}, "
-            f"{unfinished} not finished"
+            f"{unfinished} not finished; run the same command again to continue"
         )
         self.out, self.finished, self.unfinished = out, finished, unfinished
 

@@ -40,19 +40,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def work():
         from attnlab.experiment import evaluate_defaults
-        from attnlab.sweep import SweepInterrupted
 
-        try:
-            return evaluate_defaults(
-                args.attention,
-                args.features,
-                range(args.seeds),
-                args.out,
-                workers=args.workers,
-                scheduler=args.scheduler,
-            )
-        except SweepInterrupted as err:
-            p.fail(130, f"{err}; run the same command again to continue")
+        return evaluate_defaults(
+            args.attention,
+            args.features,
+            range(args.seeds),
+            args.out,
+            workers=args.workers,
+            scheduler=args.scheduler,
+        )
 
     table, result = run_script(p, work)
     header = (

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from attnlab.sweep import (
     EXPERIMENTS,
-    SweepInterrupted,
     parse_assignment,
     parse_seeds,
     sweep,
@@ -90,18 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
 
     def work():
-        try:
-            return sweep(
-                args.experiment,
-                args.grid,
-                args.set,
-                args.seeds,
-                args.out,
-                scheduler=args.scheduler,
-                workers=args.workers,
-            )
-        except SweepInterrupted as err:
-            parser.fail(130, f"{err}; run the same command again to continue")
+        return sweep(
+            args.experiment,
+            args.grid,
+            args.set,
+            args.seeds,
+            args.out,
+            scheduler=args.scheduler,
+            workers=args.workers,
+        )
 
     result = run_script(parser, work)
     print(

@@ -82,8 +82,8 @@ def run_script(
     except TrainingInterrupted as err:
         hint = f"; continue with {resume_flag} {err.checkpoint.parent}" if err.checkpoint else ""
         parser.fail(130, f"{err}{hint}")
-    except KeyboardInterrupt:
-        parser.fail(130, "interrupted")
+    except KeyboardInterrupt as err:  # its message, if it has one, says what was kept
+        parser.fail(130, str(err) or "interrupted")
     except MemoryError as err:
         parser.fail(2, f"error: {err or 'not enough memory'}{memory_hint}")
     except (ValueError, TypeError, FloatingPointError) as err:
