@@ -36,10 +36,10 @@ import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_info
 
 import mlp
-from attnlab.attention import attend_forward
-from attnlab.memory import activation_bytes
-from attnlab.model import ContextWindowModel
-from attnlab.threads import num_threads, threads, usable_cores
+from attnlab.blocks.attention import attend_forward
+from attnlab.blocks.memory import activation_bytes
+from attnlab.models.context_window import ContextWindowModel
+from mlp.threads import num_threads, threads, usable_cores
 from mlp.validation import check_seed, positive
 
 PARTS = ("mlp", "step", "threads", "scaling", "memory")
@@ -143,7 +143,7 @@ def import_torch() -> Any:
 
 @contextmanager
 def thread_setting(k: int | None) -> Iterator[None]:
-    """``None``: every library's default thread count; ``k``: attnlab (``attnlab.threads``),
+    """``None``: every library's default thread count; ``k``: attnlab (``mlp.threads``),
     numpy's BLAS (threadpoolctl) and torch (when imported) on ``k`` threads."""
     global _blas
     torch = sys.modules.get("torch")
@@ -682,7 +682,7 @@ def cached_bytes(n: int, d: int, c: int, itemsize: int) -> dict[str, int]:
 
 def step_memory(n: int, d: int, c: int, dtype: type, rng: np.random.Generator) -> dict[str, Any]:
     """Peak memory of one step (tracemalloc: numpy's allocations) against the cached bytes and
-    against the estimate of :func:`attnlab.memory.activation_bytes`.
+    against the estimate of :func:`attnlab.blocks.memory.activation_bytes`.
 
     ``peak`` is the input ``X`` plus the largest amount allocated at once during the step.
     The cached-activation count is checked against a real :func:`attend_forward` cache.

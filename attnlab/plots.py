@@ -27,15 +27,15 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 
-from attnlab.model import weight_on_target
-from attnlab.queries import ATTENTIONS
+from attnlab.models.context_window import weight_on_target
+from attnlab.blocks.queries import ATTENTIONS
 from mlp.train.folders import RunFolderError, replacing, save_figure
 from mlp.train.trainer import History
 from mlp.validation import choice, positive
 
 if TYPE_CHECKING:
-    from attnlab.experiment import SavedRun
-    from attnlab.max_margin import MaxMarginKQRun, MaxMarginRun, PromptNormRun
+    from attnlab.studies.attention import SavedRun
+    from attnlab.studies.max_margin import MaxMarginKQRun, MaxMarginRun, PromptNormRun
 
 DPI = 120
 TARGET_COLOR = "#d62728"
@@ -305,9 +305,9 @@ class _Run:
 
 
 def _read_run(run_dir: str | Path) -> _Run:
-    """Load ``run_dir`` (:func:`attnlab.experiment.load` checks every file, the arrays of
+    """Load ``run_dir`` (:func:`attnlab.studies.attention.load` checks every file, the arrays of
     ``snapshots.npz`` included; a :class:`RunFolderError` otherwise)."""
-    from attnlab.experiment import load  # imported here: experiment imports this module
+    from attnlab.studies.attention import load  # imported here: experiment imports this module
 
     saved = load(run_dir)
     cfg, snap = saved.config, saved.snapshots
@@ -325,7 +325,7 @@ def _read_run(run_dir: str | Path) -> _Run:
 def plot_run(
     run_dir: str | Path, out: str | Path | None = None, animate: bool = False
 ) -> dict[str, Path]:
-    """Reload a run folder (see :func:`attnlab.experiment.load`) and draw its attention maps at
+    """Reload a run folder (see :func:`attnlab.studies.attention.load`) and draw its attention maps at
     the end of training (``attention_map.png``) and the weight on the target token over
     training (``attention_over_training.png``) into ``out`` (default: the run folder);
     ``animate=True`` adds the maps at every recorded step (:func:`animate_attention`).
@@ -483,7 +483,7 @@ def plot_max_margin_seeds(
 ) -> Path:
     """The correlation ``<W_s, W_mm> / (||W_s|| ||W_mm||)`` over the iterations ``s`` for a
     few seeds: mean and +-std over the seeds (left), ``1 - correlation`` on a log scale, mean
-    and worst seed (right). ``runs``: :func:`attnlab.max_margin.run_max_margin` results of the
+    and worst seed (right). ``runs``: :func:`attnlab.studies.max_margin.run_max_margin` results of the
     same number of iterations; only their ``seed`` and ``correlation (s,)`` are read."""
     if len(runs) == 0:
         raise ValueError("runs: expected at least one max-margin run, received none")
@@ -499,7 +499,7 @@ def plot_max_margin_seeds(
     return _correlation_figure(kinds, "<W, W_mm> / (||W|| ||W_mm||)", title, Path(path))
 
 
-# --- the max-margin experiments (attnlab.max_margin, attnlab.max_margin_report) -------------
+# --- the max-margin experiments (attnlab.studies.max_margin, attnlab.studies.max_margin_report) -------------
 
 
 # --- in-context linear regression ------------------------------------------------------------

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from einops import rearrange, repeat
 
-from attnlab.attention import check_prompts
+from attnlab.blocks.attention import check_prompts
 from mlp.contract import contract
 from mlp.validation import as_float_array, check_finite
 

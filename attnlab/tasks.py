@@ -10,7 +10,7 @@ every step, a pure function of ``(seed, step)``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +23,8 @@ from mlp.train.data import Dataset, Stream
 from mlp.validation import as_float_array, check_finite, check_seed, choice, positive
 
 if TYPE_CHECKING:
-    from attnlab.model import ContextWindowModel
+    from attnlab.models.context_window import ContextWindowModel
 
-TASKS = ("iris-in-context", "max-margin", "prompt-norm")
-#: Tasks whose training data is a stream of fresh prompts (real-valued targets).
-STREAM_TASKS = ("linear-regression-in-context",)
 COVARIANCES = ("identity", "spread")
 
 
@@ -254,16 +251,76 @@ def fixed_head(task: Task, model: ContextWindowModel) -> list[str]:
     return [k for k in keys if k != "v"]
 
 
+@dataclass(frozen=True)
+class TaskSpec:
+    """One entry of the task registry: the generator ``make(**options) -> Task``, whether its
+    training data is a stream of fresh prompts, and ``settings``: the model and training options
+    the attention experiment uses for it by default (the published settings, for the tasks of a
+    paper), as ``attention``, ``pool``, ``head``, ``context``, ``optimizer``, ``lr``, ``steps``."""
+
+    name: str
+    make: Callable[..., Task]
+    stream: bool = False
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: The tasks, by name. A new task is one :func:`register_task` call (here, or in a study).
+REGISTRY: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add ``spec`` to :data:`REGISTRY` (a name already taken raises ``ValueError``)."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"task: {spec.name!r} is registered already")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+register_task(TaskSpec("iris-in-context", iris_in_context))
+register_task(
+    TaskSpec(
+        "max-margin",
+        max_margin,
+        # Tarzanagh et al.'s local_converge: full batch, normalized GD, the head fixed
+        settings={
+            "attention": "cross",
+            "pool": "mean",
+            "head": "linear",
+            "context": 8,
+            "optimizer": "ngd",
+            "lr": 0.1,
+            "steps": 2000,
+        },
+    )
+)
+register_task(
+    TaskSpec(
+        "prompt-norm",
+        prompt_norm,
+        # multi_input_converge: 1000 steps, as in the paper (||p|| is read at step 200)
+        settings={
+            "attention": "prompt",
+            "pool": "mean",
+            "head": "linear",
+            "context": 7,
+            "optimizer": "ngd",
+            "lr": 0.1,
+            "steps": 1000,
+        },
+    )
+)
+register_task(TaskSpec("linear-regression-in-context", linear_regression_in_context, stream=True))
+
+#: The names of the tasks with a fixed set of prompts, and of those whose training data is a
+#: stream of fresh prompts (the registry as it is at import).
+TASKS = tuple(k for k, v in REGISTRY.items() if not v.stream)
+STREAM_TASKS = tuple(k for k, v in REGISTRY.items() if v.stream)
+
+
 def make_task(name: str, **options: Any) -> Task:
-    """The task called ``name`` (one of :data:`TASKS` or :data:`STREAM_TASKS`) with its
-    generator's options."""
-    choice("task", name, TASKS + STREAM_TASKS)
-    fn = {
-        "iris-in-context": iris_in_context,
-        "max-margin": max_margin,
-        "prompt-norm": prompt_norm,
-        "linear-regression-in-context": linear_regression_in_context,
-    }[name]
+    """The task called ``name`` (a key of :data:`REGISTRY`) with its generator's options."""
+    choice("task", name, tuple(REGISTRY))
+    fn = REGISTRY[name].make
     allowed = list(inspect.signature(fn).parameters)
     unknown = sorted(k for k in options if k not in allowed)
     if unknown:

@@ -28,6 +28,8 @@ from mlp.validation import check_seed, choice, positive
 
 #: Every option of an experiment, with its default. ``scale`` None is the lecture's N(0, 1)
 #: init; ``decay_steps`` None is a tenth of the run's updates; ``checkpoint_every`` is in epochs.
+#: What sweeps and run ids call this experiment.
+NAME = "mlp"
 DEFAULTS: dict[str, Any] = {
     "features": 2,
     "hidden": 10,
@@ -190,7 +192,7 @@ def run_experiment(
     training (so a killed run can be resumed), then :func:`finish` writes ``checkpoint.npz``,
     ``history.csv`` (a row per epoch), ``params.npz``, ``curves.png``,
     ``decision_regions.png`` and, last, ``metrics.json``. Many seeds: the ``mlp`` experiment of
-    :mod:`attnlab.sweep`."""
+    :mod:`mlp.train.sweep`."""
     experiment = prepare(config, progress=progress)
     run_dir = create_run_dir(run_dir, "mlp", config=experiment.config(), files=FILES)
     experiment.trainer.checkpoint = run_dir / "checkpoint.npz"

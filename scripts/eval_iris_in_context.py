@@ -39,35 +39,20 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--workers: only for the embedded cluster, not with --scheduler")
 
     def work():
-        from attnlab.experiment import evaluate_defaults
+        from attnlab.studies.iris_in_context import reproduce
 
-        return evaluate_defaults(
-            args.attention,
-            args.features,
-            range(args.seeds),
+        return reproduce(
             args.out,
+            attentions=args.attention,
+            features=args.features,
+            seeds=range(args.seeds),
             workers=args.workers,
             scheduler=args.scheduler,
         )
 
     table, result = run_script(p, work)
-    header = (
-        f"{'attention':<9} {'features':>8} {'test acc':>9} {'min':>6} {'attn on target':>15} "
-        f"{'min':>6} {'s/run':>6}  target"
-    )
     print(f"iris-in-context, C = 16, default options, seeds 0-{args.seeds - 1}")
-    print(header)
-    print("-" * len(header))
-    for row in table:
-        (acc, acc_min), (att, att_min) = row["test_accuracy"], row["attention_on_target"]
-        want_acc, want_att = row["targets"]
-        goal = f"acc >= {want_acc}" + (f", attn >= {want_att}" if want_att else "")
-        runs = "" if row["runs"] == args.seeds else f" ({row['runs']} of {args.seeds} runs)"
-        print(
-            f"{row['attention']:<9} {row['features']:>8} {acc:>9.3f} {acc_min:>6.3f} "
-            f"{att:>15.3f} {att_min:>6.3f} {row['seconds']:>6.2f}  "
-            f"{goal}: {'met' if row['met'] else 'NOT met'}{runs}"
-        )
+    print((args.out / "results.md").read_text().split("```\n")[1], end="")
     if result.failed:
         print(f"{result.failed} runs failed: {result.files['failed']}")
     print(f"results: {result.files['results']} (summary: {result.files['summary']})")

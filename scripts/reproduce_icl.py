@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from attnlab.icl import DEFAULTS, reproduce
+from attnlab.studies.icl import DEFAULTS, reproduce
 from mlp.train.cli import ScriptParser, run_script
 from mlp.train.folders import create_run_dir
 

@@ -23,13 +23,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from attnlab.sweep import (
-    EXPERIMENTS,
-    parse_assignment,
-    parse_seeds,
-    sweep,
-)
+from attnlab.studies import EXPERIMENTS
 from mlp.train.cli import ScriptParser, run_script
+from mlp.train.sweep import parse_assignment, parse_seeds, sweep
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work():
         return sweep(
-            args.experiment,
+            EXPERIMENTS.get(args.experiment, args.experiment),
             args.grid,
             args.set,
             args.seeds,

@@ -21,9 +21,9 @@ from mlp.train.cli import ScriptParser, exit_status, folder, run_or_resume, run_
 
 
 def add_options(p: ScriptParser) -> None:
-    from attnlab.experiment import IRIS_DEFAULTS, IRIS_STEPS
-    from attnlab.model import HEADS, POOLS
-    from attnlab.queries import ATTENTIONS
+    from attnlab.studies.attention import IRIS_DEFAULTS, IRIS_STEPS
+    from attnlab.models.context_window import HEADS, POOLS
+    from attnlab.blocks.queries import ATTENTIONS
     from attnlab.tasks import TASKS
     from mlp.train.optim import OPTIMIZERS
 
@@ -62,11 +62,11 @@ def add_options(p: ScriptParser) -> None:
 
 
 def train(p: ScriptParser, argv: list[str] | None) -> int:
-    import attnlab.experiment
+    import attnlab.studies.attention
     from attnlab.plots import TARGET_NAMES
 
     add_options(p)
-    m = run_or_resume(attnlab.experiment, vars(p.parse_args(argv)), "steps")
+    m = run_or_resume(attnlab.studies.attention, vars(p.parse_args(argv)), "steps")
     print(
         f"test accuracy {m['test_accuracy']:.4f}, attention on the {TARGET_NAMES[m['task']]} "
         f"{m['attention_on_target']:.4f} (train accuracy {m['train_accuracy']:.4f}, final "

@@ -15,8 +15,8 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import attnlab.bench as bench
-from attnlab.model import ContextWindowModel
-from attnlab.threads import num_threads, usable_cores
+from attnlab.models.context_window import ContextWindowModel
+from mlp.threads import num_threads, usable_cores
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 PNGS = ("mlp.png", "step.png", "threads.png", "scaling.png", "memory.png")

@@ -16,8 +16,8 @@ import pytest
 
 import mlp
 from attnlab import tasks
-from attnlab.attention import attend_backward, attend_forward
-from attnlab.model import ContextWindowModel
+from attnlab.blocks.attention import attend_backward, attend_forward
+from attnlab.models.context_window import ContextWindowModel
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((5, 3))

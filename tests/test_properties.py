@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 import mlp
-from attnlab.attention import attend_backward, attend_forward, attend_forward_loop
+from attnlab.blocks.attention import attend_backward, attend_forward, attend_forward_loop
 
 FAST = settings(max_examples=30, deadline=None, derandomize=True, database=None)
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attnlab.experiment import load, prepare, resolve
-from attnlab.model import weight_on_target
+from attnlab.studies.attention import load, prepare, resolve
+from attnlab.models.context_window import weight_on_target
 from attnlab.plots import plot_attention_maps, plot_target_weight
 from attnlab.tasks import make_task
 from mlp.train.checkpoint import load_checkpoint

@@ -137,6 +137,13 @@ def write_json(path: str | Path, obj: Mapping[str, Any], *, exclusive: bool = Fa
     return Path(path)
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (a report, a table) atomically (see :func:`replacing`); returns the path."""
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
 def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
     """Write named arrays to an ``.npz`` file (see :func:`replacing`); returns the path."""
     with replacing(path) as tmp, open(tmp, "wb") as f:

@@ -254,10 +254,10 @@ def test_blocks_of_prompts_equal_the_loop_reference(
 ) -> None:
     """The prompts are processed in blocks; blocks of 3 prompts (the last one of 1) change
     nothing: forward and backward equal the per-prompt loops."""
-    from attnlab.threads import prompt_blocks
+    from mlp.threads import prompt_blocks
 
     n, d, c, j = 7, 3, 5, 4
-    monkeypatch.setattr(sys.modules["attnlab.threads"], "BLOCK_BYTES", 3 * c * j * 8)
+    monkeypatch.setattr(sys.modules["mlp.threads"], "BLOCK_BYTES", 3 * c * j * 8)
     assert [b.stop - b.start for b in prompt_blocks(n, c * j * 8)] == [3, 3, 1]
     X, Q, dOut = _problem((n, d, c), (d, j) if shared else (n, d, j), seed=11, scale=5.0)
     if broadcast:  # the same gradient in every query column, as (n, d, 1)

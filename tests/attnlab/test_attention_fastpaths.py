@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from attnlab.attention import attend_backward, attend_forward
+from attnlab.blocks.attention import attend_backward, attend_forward
 from mlp.numerics import softmax_backward, softmax_with_argmax
 
 

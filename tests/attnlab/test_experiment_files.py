@@ -1,4 +1,4 @@
-"""Reading an attention run folder back (``attnlab.experiment.load``, ``resume_experiment``):
+"""Reading an attention run folder back (``attnlab.studies.attention.load``, ``resume_experiment``):
 every file is checked against what it must hold, its arrays' headers before their data, and
 anything else is one ``RunFolderError`` naming the file, never a KeyError or IndexError."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnlab.experiment import load, resume_experiment, run_experiment
+from attnlab.studies.attention import load, resume_experiment, run_experiment
 from attnlab.plots import plot_run
 from mlp.train.folders import RunFolderError, save_arrays
 

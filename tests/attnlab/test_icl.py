@@ -14,7 +14,7 @@ import pytest
 from gradcheck import check_gradient, numerical_gradient, rel_error
 
 from attnlab import ContextWindowModel, make_task
-from attnlab.icl import (
+from attnlab.studies.icl import (
     compare_with_gd,
     gamma,
     gd_sensitivity,
@@ -32,7 +32,7 @@ from attnlab.icl import (
     shift_risk,
     train_runs,
 )
-from attnlab.icl import rel_error as icl_rel_error
+from attnlab.studies.icl import rel_error as icl_rel_error
 from attnlab.tasks import covariance_matrix, regression_prompts
 from mlp.train.trainer import TrainingInterrupted
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from attnlab.max_margin import (
+from attnlab.studies.max_margin import (
     DEFAULTS,
     SETTINGS,
     load_run,
@@ -16,7 +16,7 @@ from attnlab.max_margin import (
     run_experiment,
     run_max_margin,
 )
-from attnlab.model import ContextWindowModel
+from attnlab.models.context_window import ContextWindowModel
 from attnlab.tasks import fixed_head, iris_in_context, max_margin, prompt_norm
 from mlp.train.folders import RunFolderError, load_arrays, load_model
 

@@ -1,4 +1,4 @@
-"""``attnlab.memory``: the bytes a step of the model allocates, the memory available, and one clear
+"""``attnlab.blocks.memory``: the bytes a step of the model allocates, the memory available, and one clear
 ``MemoryError`` line before an allocation that cannot fit."""
 
 import tracemalloc
@@ -9,7 +9,7 @@ import pytest
 
 import attnlab
 from attnlab import ContextWindowModel
-from attnlab import memory as mem
+from attnlab.blocks import memory as mem
 
 
 def test_activation_bytes_counts_each_array() -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import mlp
-from attnlab.attention import attend_forward
-from attnlab.model import ContextWindowModel
+from attnlab.blocks.attention import attend_forward
+from attnlab.models.context_window import ContextWindowModel
 from attnlab.tasks import make_task
 from mlp.numerics import softmax_with_argmax
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attnlab.experiment import prepare
+from attnlab.studies.attention import prepare
 from attnlab.plots import animate_attention, plot_backward_error, plot_max_margin_seeds, plot_run
 from mlp.train.folders import RunFolderError
 

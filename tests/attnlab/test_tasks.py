@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-from attnlab.experiment import prepare
+from attnlab.studies.attention import prepare
 from attnlab.tasks import iris_in_context, make_task, max_margin, prompt_norm
 from mlp.data import load_iris_split
 

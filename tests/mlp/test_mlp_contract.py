@@ -14,7 +14,7 @@ import mlp
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"n": 3, "d": 4, "e": 6, "c": 5, "j": 2, "m": 7, "k": 4, "r": 3, "s": 2, "a": 2, "b": 3}
 
-# every pattern the library passes to contract, directly or through attnlab.threads.
+# every pattern the library passes to contract, directly or through mlp.threads.
 # contract_by_prompts (test_the_table_is_the_librarys_patterns keeps
 # this list equal to the source), with what it computes
 LIBRARY = [

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import mlp
-from attnlab.model import ContextWindowModel
+from attnlab.models.context_window import ContextWindowModel
 from attnlab.tasks import iris_in_context
 
 # --- divergence ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ For prompts ``X (n, d, c)`` (and queries ``Z (n, d, j)`` for cross attention)::
 
 Gradients are hand-written: the head's (``mlp.backward`` for the MLP head), then the pool's, then
 the attention primitive's (:func:`attnlab.attend_backward` or
-:func:`attnlab.attend_linear_backward`), then the query's (:mod:`attnlab.queries`). With
+:func:`attnlab.attend_linear_backward`), then the query's (:mod:`attnlab.blocks.queries`). With
 ``pool='last'`` only the last query column reaches the head, so only that column is computed
 (for self and kq attention: the query ``Q`` of the last token alone).
 """
@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 import mlp
-from attnlab.attention import (
+from attnlab.blocks.attention import (
     AttentionCache,
     LinearAttentionCache,
     attend,
@@ -34,9 +34,9 @@ from attnlab.attention import (
     check_prompts,
     linear_scale,
 )
-from attnlab.memory import check_step_fits
-from attnlab.queries import ATTENTIONS, CROSS, init_query_params, make_query, query_backward
-from attnlab.threads import num_threads
+from attnlab.blocks.memory import check_step_fits
+from attnlab.blocks.queries import ATTENTIONS, CROSS, init_query_params, make_query, query_backward
+from mlp.threads import num_threads
 from mlp.contract import contract
 from mlp.validation import (
     as_float_array,

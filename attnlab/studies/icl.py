@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from attnlab.model import ContextWindowModel
+from attnlab.models.context_window import ContextWindowModel
 from attnlab.tasks import (
     COVARIANCES,
     Task,

@@ -1,4 +1,4 @@
-"""The max-margin reproduction: the runs of :mod:`attnlab.max_margin` over seeds, their summary
+"""The max-margin reproduction: the runs of :mod:`attnlab.studies.max_margin` over seeds, their summary
 against the published values and targets, and the run folder with its markdown report.
 
 :func:`reproduce` trains, for each seed ``0..seeds-1``, ``max-margin`` with the exact and with
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from attnlab.max_margin import (
+from attnlab.studies.max_margin import (
     ALIGNED,
     GD_LR,
     INIT_MEANING,
@@ -334,7 +334,7 @@ def _max_margin_seeds(
 ) -> tuple[list[MaxMarginRun], list[MaxMarginRun]]:
     """Seeds ``0..seeds-1`` of ``max-margin``, exact and textbook backward, as a sweep into
     ``folder``; the runs read back from their folders, in the order of the seeds."""
-    from attnlab.sweep import sweep
+    from mlp.train.sweep import sweep
 
     result = sweep(
         "max-margin",
@@ -372,11 +372,11 @@ def reproduce(
 
     ``seeds``: max-margin seeds ``0..seeds-1``; ``steps`` (at least 2): max-margin's steps
     (prompt-norm runs ``steps // 2``, the published 1000 by default); ``init``: max-margin's
-    ``W`` init (:data:`attnlab.max_margin.INITS`); ``kq``: also ``max-margin-kq`` (needs cvxpy).
+    ``W`` init (:data:`attnlab.studies.max_margin.INITS`); ``kq``: also ``max-margin-kq`` (needs cvxpy).
     The max-margin runs (each seed with the exact and with the textbook backward) are a sweep
-    of the ``max-margin`` experiment into ``out/seeds`` (:func:`attnlab.sweep.sweep`, with its
+    of the ``max-margin`` experiment into ``out/seeds`` (:func:`mlp.train.sweep.sweep`, with its
     ``workers`` and ``scheduler``; its progress bar when ``log`` is given), read back from
-    their run folders (:func:`attnlab.max_margin.load_run`). ``log`` receives a line per seed
+    their run folders (:func:`attnlab.studies.max_margin.load_run`). ``log`` receives a line per seed
     and the summary. Returns ``results.json``'s content and the paths written; a max-margin
     run that fails raises ``RuntimeError`` naming ``out/seeds/failed.csv``.
     """

@@ -7,26 +7,24 @@ holds the options of :data:`DEFAULTS` (``None``: the task's default, see :func:`
 :class:`mlp.train.Trainer`, with a few fixed test prompts as snapshots;
 :meth:`Experiment.save` writes the run folder; :func:`resume_experiment` continues one from its
 checkpoint; :func:`load` rebuilds the trained model and its snapshots from a run folder,
-checking every file against what it must hold; :func:`evaluate_defaults` sweeps the defaults
-over seeds. The run-folder rules (one run per folder,
+checking every file against what it must hold. The run-folder rules (one run per folder,
 ``metrics.json`` last, atomic writes, no links) are those of :mod:`mlp.train.folders`.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from attnlab.max_margin import SETTINGS
-from attnlab.memory import check_fits
-from attnlab.model import HEADS, POOLS, ContextWindowModel
-from attnlab.queries import ATTENTIONS
-from attnlab.tasks import TASKS, Task, fixed_head, make_task
+from attnlab.blocks.memory import check_fits
+from attnlab.models.context_window import HEADS, POOLS, ContextWindowModel
+from attnlab.blocks.queries import ATTENTIONS
+from attnlab.tasks import REGISTRY, TASKS, Task, fixed_head, make_task
 from mlp.data import CLASS_NAMES
 from mlp.train.data import Dataset
 from mlp.train.folders import (
@@ -44,6 +42,8 @@ from mlp.train.optim import OPTIMIZERS, make_optimizer
 from mlp.train.trainer import History, Trainer
 from mlp.validation import check_seed, choice, positive
 
+#: What sweeps and run ids call this experiment.
+NAME = "attention"
 #: Every option of an experiment, with its default (``None``: decided per task by
 #: :func:`resolve`).
 DEFAULTS = {
@@ -129,7 +129,7 @@ def default_options(task: str = "iris-in-context", features: int | None = None) 
             opts["features"] = features
         opts["steps"] = IRIS_STEPS.get(opts["features"], IRIS_STEPS[4])
     else:
-        opts.update(SETTINGS[task])  # the published settings, with the fixed head
+        opts.update(REGISTRY[task].settings)  # the published settings, with the fixed head
     return opts
 
 
@@ -500,73 +500,3 @@ def _check_snapshots(members: dict[str, Member], model: ContextWindowModel, path
                 f"run folder: {path}: {name!r} has shape {m.shape} {m.dtype}, expected {shape} "
                 f"{'floats' if kinds == 'f' else 'integers' if kinds == 'iu' else 'numbers'}"
             )
-
-
-#: What iris-in-context reaches with the defaults, per features: the mean test accuracy over
-#: seeds, and the mean weight on the marked token of the test prompts (None: no target).
-IRIS_TARGETS: dict[int, tuple[float, float | None]] = {4: (0.93, 0.9), 2: (0.72, None)}
-
-
-def evaluate_defaults(
-    attentions: Sequence[str] = ("prompt", "self", "kq"),
-    features: Sequence[int] = (4, 2),
-    seeds: Iterable[int] = range(5),
-    out: str | Path = "runs/iris-in-context",
-    *,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    progress: bool = True,
-) -> tuple[list[dict[str, Any]], Any]:
-    """iris-in-context with the defaults of each attention and number of features, over
-    ``seeds``: a sweep (:func:`attnlab.sweep.sweep`, its ``workers`` and ``scheduler``) into the
-    sweep folder ``out``, whose runs already done are reused.
-
-    Returns ``(table, sweep result)``: one table row per ``(attention, features)``, with
-    ``runs`` (the finished ones), ``test_accuracy`` and ``attention_on_target`` as ``(mean,
-    min)`` over the seeds, ``seconds`` (the median wall time of one run), ``targets``
-    (:data:`IRIS_TARGETS`) and ``met`` (every target reached, every run finished).
-    """
-    from attnlab.sweep import sweep
-    from attnlab.sweep_report import statistics
-
-    seeds = list(dict.fromkeys(seeds))  # read twice: by the sweep and for the count
-    result = sweep(
-        "attention",
-        {"attention": list(attentions), "features": list(features)},
-        seeds=seeds,
-        out=out,
-        workers=workers,
-        scheduler=scheduler,
-        progress=progress,
-    )
-    table = []
-    for attention in dict.fromkeys(attentions):
-        for n_features in dict.fromkeys(features):
-            rows = [
-                r
-                for r in result.rows
-                if r["attention"] == attention and int(r["features"]) == n_features
-            ]
-            stats = {}
-            for key in ("test_accuracy", "attention_on_target"):
-                s = statistics([float(r[key]) for r in rows], [r["seed"] for r in rows])
-                stats[key] = (s["mean"], s["min"]) if s["count"] else (np.nan, np.nan)
-            sec = [float(r["wall_seconds"]) for r in rows]
-            want_acc, want_att = IRIS_TARGETS[n_features]
-            met = (
-                len(rows) == len(seeds)
-                and stats["test_accuracy"][0] >= want_acc
-                and (want_att is None or stats["attention_on_target"][0] >= want_att)
-            )
-            table.append(
-                {
-                    "attention": attention,
-                    "features": n_features,
-                    "runs": len(rows),
-                    **stats,
-                    "seconds": float(np.median(sec)) if sec else np.nan,
-                    "targets": (want_acc, want_att),
-                    "met": bool(met),
-                }
-            )
-    return table, result

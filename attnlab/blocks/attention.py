@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attnlab.threads import map_blocks, prompt_blocks
+from mlp.threads import map_blocks, prompt_blocks
 from mlp.contract import contract
 from mlp.numerics import softmax_backward, softmax_with_argmax
 from mlp.validation import as_float_array, check_finite, check_nonempty, positive
@@ -101,7 +101,7 @@ def attend(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
     top = np.empty((n, 1, j), dtype=np.intp)
     out = np.empty((n, d, j), dtype=dtype)
 
-    # block by block (on the threads of attnlab.threads when large), so that the softmax's
+    # block by block (on the threads of mlp.threads when large), so that the softmax's
     # passes over the scores read them from cache
     def block(b: slice) -> None:
         Sb, top[b] = softmax_with_argmax(

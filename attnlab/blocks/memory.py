@@ -9,7 +9,7 @@ and kq attention), a step keeps (axis names of the attention layer)::
     dOut (n, d, j)   the output gradient         dQ   (n, d, j)   the query gradient (training)
 
 plus the scores of the blocks of prompts being computed (one block per thread, a block being
-about :data:`attnlab.threads.BLOCK_BYTES`, at least one prompt's ``(c, j)`` array), with the
+about :data:`mlp.threads.BLOCK_BYTES`, at least one prompt's ``(c, j)`` array), with the
 0/1 masks that find their maxima. The input
 ``X (n, d, c)`` is not counted (it exists before the step). ``S`` dominates when ``c`` is large:
 ``64 * c^2 * 8`` bytes for a batch of 64 prompts in float64, 5.1 TB at ``c = 100000``.
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from attnlab.threads import BLOCK_BYTES
+from mlp.threads import BLOCK_BYTES
 
 __all__ = [
     "SMALL_BYTES",

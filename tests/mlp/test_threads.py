@@ -1,4 +1,4 @@
-"""``attnlab.threads``: the thread count (context manager, environment variable, default), the
+"""``mlp.threads``: the thread count (context manager, environment variable, default), the
 pool over blocks of prompts, and results that are bit-identical for every thread count."""
 
 import os
@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_info
 
 import attnlab
 from attnlab import ContextWindowModel, attend_backward, attend_forward
-from attnlab.threads import (
+from mlp.threads import (
     ENV_VAR,
     PARALLEL_MIN_BYTES,
     contract_by_prompts,
@@ -26,8 +26,8 @@ from attnlab.threads import (
 )
 from mlp.contract import contract
 
-# ``attnlab.threads`` is the context manager; the module is reached through sys.modules
-threads_module = sys.modules["attnlab.threads"]
+# ``mlp.threads`` is the context manager; the module is reached through sys.modules
+threads_module = sys.modules["mlp.threads"]
 
 
 def _blas_threads() -> list[int]:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import sweep_fixture
 
-from attnlab.sweep import (
+from mlp.train.sweep import (
     Table,
     parse_assignment,
     parse_seeds,
@@ -34,7 +34,7 @@ from attnlab.sweep import (
     result_row,
     sweep,
 )
-from attnlab.sweep_report import cell, summarize, swept_options, write_report
+from mlp.train.sweep_report import cell, summarize, swept_options, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "sweep.py"
@@ -171,7 +171,7 @@ def test_plan_types_values_and_names_runs_by_config() -> None:
 def test_an_int_and_a_float_of_the_same_value_are_the_same_run() -> None:
     """scale has no typed default (None): "10" reads as an int, "10.0" as a float."""
     ids = [
-        plan_sweep("mlp", {"scale": [v], "lr": [w]}).runs[0].run_id
+        plan_sweep("mlp.experiment", {"scale": [v], "lr": [w]}).runs[0].run_id
         for v, w in (("10", "1"), ("10.0", "1.0"))
     ]
     assert ids[0] == ids[1]
@@ -525,7 +525,7 @@ def test_an_attention_sweep_run_is_bit_identical_to_the_single_run_script(
     args = ["--set", "attention=kq", "--set", "steps=40", "--seeds", "2", "--out", str(out)]
     swept = _script(*args, "--scheduler", scheduler, experiment="attention")
     assert swept.returncode == 0, swept.stderr
-    (run,) = plan_sweep("attention", {}, {"attention": "kq", "steps": 40}, [2]).runs
+    (run,) = plan_sweep("attnlab.studies.attention", {}, {"attention": "kq", "steps": 40}, [2]).runs
     metrics = {**json.loads((single / "metrics.json").read_text()), "task": "iris-in-context"}
     assert_same_results(out, {run.run_id: result_row(run, {"metrics": metrics, "seconds": 0})})
     assert _same_arrays(single / "params.npz", out / "runs" / run.run_id / "params.npz")
@@ -544,7 +544,7 @@ def test_mlp_sweep_runs_are_bit_identical_to_runs_in_this_process_and_a_divergen
     assert swept.returncode == 1, swept.stderr
     assert "1 runs finished, 0 already done, 1 failed (of 2)" in swept.stdout
     ok, diverged = plan_sweep(
-        "mlp", {"lr": [0.1, 1e30]}, {"epochs": 4, "hidden": 5, "scale": 10}, [1]
+        "mlp.experiment", {"lr": [0.1, 1e30]}, {"epochs": 4, "hidden": 5, "scale": 10}, [1]
     ).runs
     (error,) = Table(out / "failed.csv").rows
     assert error["run_id"] == diverged.run_id
@@ -558,13 +558,15 @@ def test_mlp_sweep_runs_are_bit_identical_to_runs_in_this_process_and_a_divergen
 def test_max_margin_sweep_runs_are_bit_identical_to_runs_in_this_process(
     tmp_path: Path, scheduler: str
 ) -> None:
-    from attnlab.max_margin import run_experiment
+    from attnlab.studies.max_margin import run_experiment
 
     out = tmp_path / "sweep"
     args = ["--grid", "textbook_backward=false,true", "--set", "steps=300", "--seeds", "0-1"]
     swept = _script(*args, "--out", str(out), "--scheduler", scheduler, experiment="max-margin")
     assert swept.returncode == 0, swept.stderr
-    plan = plan_sweep("max-margin", {"textbook_backward": [False, True]}, {"steps": 300}, [0, 1])
+    plan = plan_sweep(
+        "attnlab.studies.max_margin", {"textbook_backward": [False, True]}, {"steps": 300}, [0, 1]
+    )
     here = tmp_path / "here"
     assert_same_results(
         out,

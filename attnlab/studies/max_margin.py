@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from einops import rearrange
 
-from attnlab.model import ContextWindowModel
+from attnlab.models.context_window import ContextWindowModel
 from attnlab.svm import SVMSolution, attention_svm, attention_svm_nuclear, cosines, prompt_svm
-from attnlab.tasks import Task, fixed_head, make_task
+from attnlab.tasks import REGISTRY, Task, fixed_head, make_task
 from mlp.contract import contract
 from mlp.numerics import softmax
 from mlp.train.folders import (
@@ -66,28 +66,11 @@ __all__ = [
     "run_prompt_norm",
 ]
 
-#: The published settings of the two tasks: the model (``attention``, ``pool``, ``head``), the
-#: prompt length ``context``, and the training (``optimizer``, ``lr``, ``steps``), full batch,
-#: the head fixed. prompt-norm runs 1000 steps, as in the paper (``||p||`` is read at step 200).
+#: The published settings of the two tasks (from the task registry): the model
+#: (``attention``, ``pool``, ``head``), the prompt length ``context``, and the training
+#: (``optimizer``, ``lr``, ``steps``), full batch, the head fixed.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "max-margin": {
-        "attention": "cross",
-        "pool": "mean",
-        "head": "linear",
-        "context": 8,
-        "optimizer": "ngd",
-        "lr": 0.1,
-        "steps": 2000,
-    },
-    "prompt-norm": {
-        "attention": "prompt",
-        "pool": "mean",
-        "head": "linear",
-        "context": 7,
-        "optimizer": "ngd",
-        "lr": 0.1,
-        "steps": 1000,
-    },
+    name: dict(REGISTRY[name].settings) for name in ("max-margin", "prompt-norm")
 }
 #: prompt-norm's comparison: plain gradient descent with this learning rate.
 GD_LR = 1.0
@@ -413,6 +396,8 @@ def run_prompt_norm(
 #: What a run of :func:`run_experiment` imports on first use (its figure): a sweep's worker
 #: processes start with it imported.
 PRELOAD = ("attnlab.plots",)
+#: What sweeps and run ids call this experiment.
+NAME = "max-margin"
 #: Every option of :func:`run_experiment` and its default.
 DEFAULTS: dict[str, Any] = {
     "seed": 0,

@@ -2,7 +2,7 @@
 
 ::
 
-    with attnlab.threads(2):           # this block of code: 2 threads
+    with mlp.threads(2):           # this block of code: 2 threads
         model.loss_and_grads(X, y)
 
 The default is the number of cores this process may run on (``os.sched_getaffinity``), or the
@@ -19,8 +19,8 @@ sums over blocks are added in block order, never in the order the blocks finish.
 (below :data:`PARALLEL_MIN_BYTES`) and work of a single block runs in the calling thread with
 BLAS untouched, for every thread count, since starting the pool costs more than it saves there.
 
-``attnlab.threads`` is the function :func:`threads`; this module's other names are imported
-from it: ``from attnlab.threads import num_threads``.
+``mlp.threads`` is the function :func:`threads`; this module's other names are imported
+from it: ``from mlp.threads import num_threads``.
 """
 
 from __future__ import annotations

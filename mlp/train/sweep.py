@@ -23,7 +23,7 @@ The sweep folder ``out`` holds:
 - ``results.csv``: one row per finished run (every option, every metric, ``wall_seconds``,
   ``run_id``), appended as runs finish; each row is written whole by one ``os.write``;
 - ``failed.csv``: the runs that raised, with their error line (retried by the next invocation);
-- ``summary.csv``, ``summary.md`` and ``figures/`` (see :mod:`attnlab.sweep_report`);
+- ``summary.csv``, ``summary.md`` and ``figures/`` (see :mod:`mlp.train.sweep_report`);
 - ``.sweep.lock``: locked while a sweep runs in the folder, so that a second one is refused.
 
 Invoking the same sweep again skips the runs already in ``results.csv``, so a changed grid adds
@@ -59,17 +59,11 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from attnlab.sweep_report import cell, write_report
-from attnlab.threads import threads as attention_threads
-from attnlab.threads import usable_cores
+from mlp.train.sweep_report import cell, write_report
+from mlp.threads import threads as attention_threads
+from mlp.threads import usable_cores
 from mlp.train.folders import read_json, to_jsonable, write_json
 
-#: The library's experiments: name -> module (imported when a sweep names it).
-EXPERIMENTS = {
-    "attention": "attnlab.experiment",
-    "mlp": "mlp.experiment",
-    "max-margin": "attnlab.max_margin",
-}
 #: Columns of results.csv and failed.csv after the options and the metrics.
 TAIL = ("wall_seconds", "error", "run_id")
 MANIFEST = "sweep.json"
@@ -126,29 +120,40 @@ class SweepResult:
     rows: list[dict[str, str]]
 
 
-def load_experiment(name: str) -> tuple[str, str, ModuleType]:
-    """``(name, module name, module)`` of an experiment of :data:`EXPERIMENTS` or a module name.
+def load_experiment(
+    experiment: str | ModuleType, table: Mapping[str, str] | None = None
+) -> tuple[str, str, ModuleType]:
+    """``(name, module name, module)`` of an experiment: a module, an importable module name,
+    or a short name of ``table`` (short name -> module name; the command line's table).
 
-    A module name listed in :data:`EXPERIMENTS` is returned under its short name.
+    ``name`` is the module's ``NAME`` (what results, run ids and ``sweep.json`` call the
+    experiment), else its module name.
     """
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w.-]*", name):
-        raise ValueError(f"experiment: expected one of {sorted(EXPERIMENTS)}, received {name!r}")
-    name = {v: k for k, v in EXPERIMENTS.items()}.get(name, name)
-    module_name = EXPERIMENTS.get(name, name)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(
-            f"experiment: expected one of {sorted(EXPERIMENTS)} or an importable experiment "
-            f"module, received {name!r} ({err})"
-        ) from err
+    table = dict(table or {})
+    if isinstance(experiment, ModuleType):
+        module_name, module = experiment.__name__, experiment
+    else:
+        if not isinstance(experiment, str) or not re.fullmatch(r"[A-Za-z_][\w.-]*", experiment):
+            raise ValueError(
+                f"experiment: expected one of {sorted(table)} or a module name, received "
+                f"{experiment!r}"
+            )
+        module_name = table.get(experiment, experiment)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(
+                f"experiment: expected one of {sorted(table)} or an importable experiment "
+                f"module, received {experiment!r} ({err})"
+            ) from err
     missing = [a for a in ("DEFAULTS", "resolve", "run_experiment") if not hasattr(module, a)]
     if missing or "seed" not in module.DEFAULTS:
         raise ValueError(
-            f"experiment {name!r}: module {module_name} is not an experiment (it needs DEFAULTS "
-            f"with a 'seed' option, resolve and run_experiment; missing {missing or ['seed']})"
+            f"experiment {experiment!r}: module {module_name} is not an experiment (it needs "
+            f"DEFAULTS with a 'seed' option, resolve and run_experiment; missing "
+            f"{missing or ['seed']})"
         )
-    return name, module_name, module
+    return str(getattr(module, "NAME", module_name)), module_name, module
 
 
 def parse_assignment(text: str) -> tuple[str, list[str]]:

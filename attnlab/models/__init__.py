@@ -1,0 +1,5 @@
+"""Models composed from the blocks of :mod:`attnlab.blocks`: :class:`ContextWindowModel`
+(attention, pool, head, loss). Each keeps the engine's contract (``params``,
+``loss_and_grads(X, y, **inputs)``, and the ``metrics`` and ``snapshot`` hooks) and validates
+its inputs once, at its public methods.
+"""
