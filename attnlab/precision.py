@@ -18,7 +18,12 @@ from decimal import Decimal, localcontext
 
 import numpy as np
 
-from attnlab.blocks.attention import attend_backward, attend_forward, attention_scores, check_prompts
+from attnlab.blocks.attention import (
+    attend_backward,
+    attend_forward,
+    attention_scores,
+    check_prompts,
+)
 from mlp.validation import as_float_array, check_finite, check_seed, positive
 
 #: The shapes ``(n, d, c, j)`` of the random prompts of :func:`dq_errors`.

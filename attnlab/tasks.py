@@ -256,12 +256,14 @@ class TaskSpec:
     """One entry of the task registry: the generator ``make(**options) -> Task``, whether its
     training data is a stream of fresh prompts, and ``settings``: the model and training options
     the attention experiment uses for it by default (the published settings, for the tasks of a
-    paper), as ``attention``, ``pool``, ``head``, ``context``, ``optimizer``, ``lr``, ``steps``."""
+    paper), as ``attention``, ``pool``, ``head``, ``context``, ``optimizer``, ``lr``, ``steps``;
+    ``target_name``: what figures call its target token."""
 
     name: str
     make: Callable[..., Task]
     stream: bool = False
     settings: Mapping[str, Any] = field(default_factory=dict)
+    target_name: str = "target token"
 
 
 #: The tasks, by name. A new task is one :func:`register_task` call (here, or in a study).
@@ -276,7 +278,7 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     return spec
 
 
-register_task(TaskSpec("iris-in-context", iris_in_context))
+register_task(TaskSpec("iris-in-context", iris_in_context, target_name="marked token"))
 register_task(
     TaskSpec(
         "max-margin",
@@ -291,6 +293,7 @@ register_task(
             "lr": 0.1,
             "steps": 2000,
         },
+        target_name="optimal token",
     )
 )
 register_task(
@@ -307,6 +310,7 @@ register_task(
             "lr": 0.1,
             "steps": 1000,
         },
+        target_name="optimal token",
     )
 )
 register_task(TaskSpec("linear-regression-in-context", linear_regression_in_context, stream=True))

@@ -153,8 +153,12 @@ def cross_entropy(Z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """
     Z = as_float_array("Z", Z, ndim=2)
     check_nonempty("Z", Z)
+    return cross_entropy_unchecked(Z, class_labels("y", y, Z.shape[0], Z.shape[1]))
+
+
+def cross_entropy_unchecked(Z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`cross_entropy` for a model that checked ``Z (n, k)`` and ``y (n,)`` already."""
     n = Z.shape[0]
-    y = class_labels("y", y, n, Z.shape[1])
     s = Z - np.max(Z, axis=1, keepdims=True)  # log_softmax and softmax from one exp
     dZ = np.exp(s)
     total = np.sum(dZ, axis=1, keepdims=True)
@@ -180,7 +184,11 @@ def logistic_loss(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     check_nonempty("z", z)
     if z.ndim == 2 and z.shape[1] != 1:
         raise ValueError(f"z: expected shape (n,) or (n, 1), received {z.shape}")
-    y = sign_labels("y", y, z.shape[0])
+    return logistic_loss_unchecked(z, sign_labels("y", y, z.shape[0]))
+
+
+def logistic_loss_unchecked(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`logistic_loss` for a model that checked ``z (n,)`` or ``(n, 1)`` and ``y`` already."""
     zf = z.reshape(z.shape[0])
     margin = y.astype(z.dtype, copy=False) * zf
     n = zf.shape[0]
@@ -202,7 +210,11 @@ def squared_loss(z: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
     check_nonempty("z", z)
     if z.ndim == 2 and z.shape[1] != 1:
         raise ValueError(f"z: expected shape (n,) or (n, 1), received {z.shape}")
-    t = real_targets("t", t, z.shape[0])
+    return squared_loss_unchecked(z, real_targets("t", t, z.shape[0]))
+
+
+def squared_loss_unchecked(z: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`squared_loss` for a model that checked ``z (n,)`` or ``(n, 1)`` and ``t`` already."""
     r = z.reshape(z.shape[0]) - t
     n = r.shape[0]
     loss = float(np.dot(r, r)) / (2 * n)

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
 
     def work() -> None:
-        from attnlab.plots import plot_run
+        from attnlab.studies.attention import plot_run
 
         for path in plot_run(args.run_dir, args.out, animate=args.animate).values():
             print(f"wrote {path}")

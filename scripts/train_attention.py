@@ -21,9 +21,9 @@ from mlp.train.cli import ScriptParser, exit_status, folder, run_or_resume, run_
 
 
 def add_options(p: ScriptParser) -> None:
-    from attnlab.studies.attention import IRIS_DEFAULTS, IRIS_STEPS
-    from attnlab.models.context_window import HEADS, POOLS
     from attnlab.blocks.queries import ATTENTIONS
+    from attnlab.models.context_window import HEADS, POOLS
+    from attnlab.studies.attention import IRIS_DEFAULTS, IRIS_STEPS
     from attnlab.tasks import TASKS
     from mlp.train.optim import OPTIMIZERS
 
@@ -63,12 +63,13 @@ def add_options(p: ScriptParser) -> None:
 
 def train(p: ScriptParser, argv: list[str] | None) -> int:
     import attnlab.studies.attention
-    from attnlab.plots import TARGET_NAMES
+    from attnlab.tasks import REGISTRY
 
     add_options(p)
     m = run_or_resume(attnlab.studies.attention, vars(p.parse_args(argv)), "steps")
+    target = REGISTRY[m["task"]].target_name
     print(
-        f"test accuracy {m['test_accuracy']:.4f}, attention on the {TARGET_NAMES[m['task']]} "
+        f"test accuracy {m['test_accuracy']:.4f}, attention on the {target} "
         f"{m['attention_on_target']:.4f} (train accuracy {m['train_accuracy']:.4f}, final "
         f"loss {m['final_loss']:.4f})"
     )

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from gradcheck import check_gradient
 
-from attnlab.studies.max_margin import run_max_margin_kq
 from attnlab.models.context_window import ContextWindowModel
+from attnlab.studies.max_margin import run_max_margin_kq
 from attnlab.tasks import fixed_head, max_margin
 from mlp.train.optim import NormalizedGD, ZeroGradientError
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attnlab.studies.attention import load, prepare, resolve
-from attnlab.models.context_window import weight_on_target
+from attnlab.blocks.readout import weight_on_target
 from attnlab.plots import plot_attention_maps, plot_target_weight
+from attnlab.studies.attention import load, prepare, resolve
 from attnlab.tasks import make_task
 from mlp.train.checkpoint import load_checkpoint
 from mlp.train.folders import RunFolderError
@@ -327,8 +327,6 @@ def test_plot_functions_refuse_bad_shapes(tmp_path: Path) -> None:
     one = np.zeros(2, dtype=np.int64)
     with pytest.raises(ValueError, match=r"target: expected shape \(p=2,\), received \(3,\)"):
         plot_attention_maps(S, np.zeros(3, np.int64), one, one, tmp_path / "a.png", "self")
-    with pytest.raises(ValueError, match="attention: expected"):
-        plot_attention_maps(S, one, one, one, tmp_path / "a.png", "dense")
     with pytest.raises(ValueError, match=r"S, steps: expected"):
         plot_target_weight(S, np.arange(2), one, one, tmp_path / "b.png")
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlp.threads import map_blocks, prompt_blocks
 from mlp.contract import contract
 from mlp.numerics import softmax_backward, softmax_with_argmax
+from mlp.threads import map_blocks, prompt_blocks
 from mlp.validation import as_float_array, check_finite, check_nonempty, positive
 
 
@@ -146,8 +146,15 @@ def attend_backward(
             f"cache: expected the AttentionCache returned by attend_forward, "
             f"received {type(cache).__name__}"
         )
+    return attend_grads(_check_dout(dOut, cache.X, cache.S.shape[2]), cache, need_dX, textbook)
+
+
+def attend_grads(
+    dOut: np.ndarray, cache: AttentionCache, need_dX: bool = True, textbook: bool = False
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """:func:`attend_backward` without its checks: the layer's path, for a ``dOut (n, d, j)``
+    or ``(n, d, 1)`` that the model made."""
     X, Q, S = cache.X, cache.Q, cache.S
-    dOut = _check_dout(dOut, X, S.shape[2])
     n, d, j = X.shape[0], X.shape[1], S.shape[2]
     top = None if textbook else cache.top
     dtype = np.result_type(X, S, dOut)
@@ -254,8 +261,14 @@ def attend_linear_backward(
             f"cache: expected the LinearAttentionCache returned by attend_linear_forward, "
             f"received {type(cache).__name__}"
         )
+    return attend_linear_grads(_check_dout(dOut, cache.X, cache.A.shape[2]), cache, need_dX)
+
+
+def attend_linear_grads(
+    dOut: np.ndarray, cache: LinearAttentionCache, need_dX: bool = True
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """:func:`attend_linear_backward` without its checks (the layer's path)."""
     X, Q, A, s = cache.X, cache.Q, cache.A, cache.scale
-    dOut = _check_dout(dOut, X, A.shape[2])
     n, d, j = X.shape[0], X.shape[1], A.shape[2]
     dOut = np.broadcast_to(dOut, (n, d, j))
     dA = contract("n d c, n d j -> n c j", X, dOut)

@@ -28,9 +28,9 @@ from attnlab.blocks.attention import (
     AttentionCache,
     LinearAttentionCache,
     attend,
-    attend_backward,
+    attend_grads,
     attend_linear,
-    attend_linear_backward,
+    attend_linear_grads,
 )
 from attnlab.blocks.queries import VARIANTS, Variant
 from mlp.validation import choice
@@ -51,6 +51,12 @@ class LayerCache:
     Xq: np.ndarray
     Z: np.ndarray | None
     aux: object
+
+    @property
+    def columns(self) -> int:
+        """The output columns ``j``."""
+        a = self.attention
+        return (a.A if isinstance(a, LinearAttentionCache) else a.S).shape[2]
 
     @property
     def weights(self) -> np.ndarray:
@@ -122,11 +128,9 @@ class AttentionLayer:
         parameters, of ``X`` and of ``Z`` (None for the variants without ``Z``, and both None
         when ``need_inputs`` is False: a first layer's inputs are data)."""
         if isinstance(cache.attention, LinearAttentionCache):
-            dX, dQ = attend_linear_backward(dOut, cache.attention, need_dX=need_inputs)
+            dX, dQ = attend_linear_grads(dOut, cache.attention, need_inputs)
         else:
-            dX, dQ = attend_backward(
-                dOut, cache.attention, need_dX=need_inputs, textbook=self.textbook
-            )
+            dX, dQ = attend_grads(dOut, cache.attention, need_inputs, self.textbook)
         grads, dXq, dZ = self.variant.backward(
             params, dQ, cache.Xq, cache.Z, cache.aux, need_inputs
         )

@@ -1,19 +1,20 @@
-"""The context-window model: ``attention -> pool -> head -> loss``.
+"""The context-window model: ``attention -> pool -> head -> loss``, composed from blocks.
 
 For prompts ``X (n, d, c)`` (and queries ``Z (n, d, j)`` for cross attention)::
 
-    out = X softmax(X^T Q)          (n, d, j)   Q from the attention's parameters
-          or X (X^T Q) / (c - 1)                the linear form (scores="linear")
+    out = X softmax(X^T Q)          (n, d, j)   the attention layer (attnlab.blocks.layer)
+          or X (X^T Q) / (c - 1)                its linear form (scores="linear")
     u   = pool(out)                 (n, d)      mean over the j columns, or the last column
     z   = head(u)                   (n, k)      linear: u v;  mlp: the mlp package's network
     J   = loss(z, y)                            logistic (k = 1, y in {-1, +1}), cross-entropy,
                                                 or squared (k = 1, real targets)
 
-Gradients are hand-written: the head's (``mlp.backward`` for the MLP head), then the pool's, then
-the attention primitive's (:func:`attnlab.attend_backward` or
-:func:`attnlab.attend_linear_backward`), then the query's (:mod:`attnlab.blocks.queries`). With
-``pool='last'`` only the last query column reaches the head, so only that column is computed
-(for self and kq attention: the query ``Q`` of the last token alone).
+Gradients are hand-written, each block's backward in turn (attnlab.blocks.readout, then the
+layer's). With ``pool='last'`` and the linear form only the last query column reaches the head,
+so only that column is computed (the query of the last token alone). The public methods check
+their inputs once per call; the blocks under them trust what they get. Parameters are checked
+for NaN and inf only when a result is not finite (then the message names the culprit), so a
+small step pays for no pass over them.
 """
 
 from __future__ import annotations
@@ -24,23 +25,24 @@ import numpy as np
 import numpy.typing as npt
 
 import mlp
-from attnlab.blocks.attention import (
-    AttentionCache,
-    LinearAttentionCache,
-    attend,
-    attend_backward,
-    attend_linear,
-    attend_linear_backward,
-    check_prompts,
-    linear_scale,
-)
+from attnlab.blocks.layer import SCORES, AttentionLayer, LayerCache
 from attnlab.blocks.memory import check_step_fits
-from attnlab.blocks.queries import ATTENTIONS, CROSS, init_query_params, make_query, query_backward
+from attnlab.blocks.queries import VARIANTS
+from attnlab.blocks.readout import (
+    HEADS,
+    LOSSES,
+    POOLS,
+    head_backward,
+    head_forward,
+    pool_backward,
+    pool_forward,
+    weight_on_target,
+)
 from mlp.threads import num_threads
-from mlp.contract import contract
 from mlp.validation import (
     as_float_array,
     check_finite,
+    check_nonempty,
     check_seed,
     choice,
     class_labels,
@@ -50,33 +52,7 @@ from mlp.validation import (
     sign_labels,
 )
 
-POOLS = ("mean", "last")
-HEADS = ("linear", "mlp")
-SCORES = ("softmax", "linear")
-LOSSES = ("logistic", "cross_entropy", "squared")
-
-
-def weight_on_target(S: np.ndarray, target: np.ndarray, pool: str = "mean") -> np.ndarray:
-    """Weight on the target token of each prompt: ``S (..., p, c, j)``, ``target (p,)`` ->
-    ``(..., p)``. Averaged over the query columns ``j`` for ``pool='mean'``; the last column
-    (the one the head reads) for ``pool='last'``."""
-    S = np.asarray(S)
-    target = np.asarray(target)
-    if S.ndim < 3 or target.shape != (S.shape[-3],) or target.dtype.kind not in "iu":
-        raise ValueError(
-            f"target: expected integer token indices of shape (p,) for S of shape "
-            f"(..., p, c, j), received target {target.shape} {target.dtype} and S {S.shape}"
-        )
-    if pool not in POOLS:
-        raise ValueError(f"pool: expected 'mean' or 'last', received {pool!r}")
-    bad = target[(target < 0) | (target >= S.shape[-2])]
-    if bad.size:
-        raise ValueError(
-            f"target: expected token indices in 0..{S.shape[-2] - 1}, received {bad[0]}"
-        )
-    idx = target.reshape((1,) * (S.ndim - 3) + (-1, 1, 1))
-    w = np.take_along_axis(S, idx, axis=-2)[..., 0, :]  # (..., p, j)
-    return w.mean(axis=-1) if pool == "mean" else w[..., -1]
+__all__ = ["HEADS", "LOSSES", "POOLS", "SCORES", "ContextWindowModel", "weight_on_target"]
 
 
 class ContextWindowModel:
@@ -117,7 +93,7 @@ class ContextWindowModel:
         loss: str | None = None,
     ) -> None:
         self.d = positive("d", d, integer=True)
-        self.attention = choice("attention", attention, ATTENTIONS)
+        self.attention = choice("attention", attention, tuple(VARIANTS))
         self.pool = choice("pool", pool, POOLS)
         self.head = choice("head", head, HEADS)
         self.n_classes = positive("n_classes", n_classes, integer=True)
@@ -129,7 +105,7 @@ class ContextWindowModel:
         self.scores = choice("scores", scores, SCORES)
         self.loss = "logistic" if self.n_classes == 1 else "cross_entropy"
         if loss is not None:
-            self.loss = choice("loss", loss, LOSSES)
+            self.loss = choice("loss", loss, tuple(LOSSES))
         if (self.loss == "cross_entropy") != (self.n_classes >= 2):
             need = "n_classes >= 2" if self.loss == "cross_entropy" else "n_classes=1"
             raise ValueError(
@@ -140,9 +116,17 @@ class ContextWindowModel:
                 f"textbook_backward: expected True or False, received {textbook_backward!r}"
             )
         self.textbook_backward = bool(textbook_backward)
+        # the linear form with the last pool computes only the last column (its bits are those
+        # of the full layer's last column); the softmax form computes every column, so that a
+        # trained model's bits do not depend on the pool (its maps show every column anyway)
+        last = self.pool == "last" and self.scores == "linear"
+        self.layer = AttentionLayer(
+            self.attention, self.scores, "last" if last else "all", self.textbook_backward
+        )
+        self._full_layer = AttentionLayer(self.attention, self.scores, "all")  # for the maps
         rng = np.random.default_rng(seed)
-        self.params: dict[str, np.ndarray] = init_query_params(
-            self.attention, self.d, self.n_queries, self.rank, rng, self.dtype
+        self.params: dict[str, np.ndarray] = self.layer.init_params(
+            self.d, self.n_queries, self.rank, rng, self.dtype
         )
         k = self.n_classes
         if self.head == "linear":
@@ -178,13 +162,15 @@ class ContextWindowModel:
             "loss": self.loss,
         }
 
-    # --- input checks ----------------------------------------------------------------------
+    # --- the edge: every public method checks its inputs here, once ------------------------
 
     def _inputs(
         self, X: object, Z: object | None, training: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``X`` and ``Z`` checked against the model; then, before anything is allocated,
-        ``MemoryError`` naming the sizes when the step's activations cannot fit."""
+        """``X`` and ``Z`` checked against the model (shapes and dtypes; NaN and inf are found
+        by :meth:`_diagnose` when a result is not finite), and the parameters' shapes; then,
+        before anything is allocated, ``MemoryError`` naming the sizes when the step's
+        activations cannot fit."""
         for k, shape in self._shapes.items():
             p = self.params.get(k)
             if not isinstance(p, np.ndarray) or p.shape != shape or p.dtype.kind != "f":
@@ -193,14 +179,22 @@ class ContextWindowModel:
                     f"params[{k!r}]: expected a float array of shape {shape}, received {got}"
                     + (f" {p.dtype}" if isinstance(p, np.ndarray) else "")
                 )
-            check_finite(f"params[{k!r}]", p)  # else NaN logits and a stream of RuntimeWarnings
-        X = check_prompts(X)
+        if not (isinstance(X, np.ndarray) and X.ndim == 3 and X.dtype.kind == "f"):
+            X = as_float_array("X", X, ndim=3)
+        if X.shape[0] == 0 or X.shape[2] == 0:
+            check_nonempty("X", X)
+            raise ValueError(f"X: expected d >= 1 features and c >= 1 tokens, received {X.shape}")
         if X.shape[1] != self.d:
             raise ValueError(
                 f"X: expected d={self.d} features per token (the model's d), received shape "
                 f"{X.shape} with d={X.shape[1]}"
             )
-        if self.attention in CROSS:
+        if self.scores == "linear" and X.shape[2] < 2:
+            raise ValueError(
+                f"X: the linear form divides by N = c - 1 in-context tokens, so it needs "
+                f"c >= 2 tokens, received shape {X.shape}"
+            )
+        if self.layer.variant.cross:
             if Z is None:
                 raise ValueError(
                     f"Z: {self.attention} attention needs the queries Z of shape (n, d, j)"
@@ -211,7 +205,6 @@ class ContextWindowModel:
                     f"Z: expected shape (n={X.shape[0]}, d={self.d}, j) to match X, "
                     f"received {Z.shape}"
                 )
-            check_finite("Z", Z)
         elif Z is not None:
             raise ValueError(
                 f"Z: only cross attention takes queries Z, this model has "
@@ -220,22 +213,27 @@ class ContextWindowModel:
         self.check_fits(X.shape[0], X.shape[2], training, None if Z is None else Z.shape[2])
         return X, Z
 
+    def _diagnose(self, X: np.ndarray, Z: np.ndarray | None) -> None:
+        """After a non-finite result: ``ValueError`` naming the input or parameter that holds
+        NaN or inf; if none does, the result overflowed and the caller reports that."""
+        check_finite("X", X)
+        if Z is not None:
+            check_finite("Z", Z)
+        for k, p in self.params.items():
+            check_finite(f"params[{k!r}]", p)
+
     def check_fits(self, n: int, c: int, training: bool = True, j: int | None = None) -> None:
         """``MemoryError`` naming the sizes when a step (``training``) or an evaluation on ``n``
         prompts of ``c`` tokens (and ``j`` cross queries) cannot fit in the available memory."""
-        if self.attention in ("self", "kq"):
-            j = 1 if self.pool == "last" and self.scores == "linear" else c
-        elif j is None:
-            j = self.n_queries
         check_step_fits(
             n,
             self.d,
             c,
-            j,
+            self.layer.columns(c, self.n_queries, j),
             self.dtype,
             training=training,
             threads=num_threads(),
-            rank=self.rank if self.attention in ("kq", "cross-kq") else 0,
+            rank=self.rank if self.layer.variant.factored else 0,
         )
 
     def _labels(self, y: object, n: int) -> np.ndarray:
@@ -247,54 +245,49 @@ class ContextWindowModel:
 
     # --- forward ---------------------------------------------------------------------------
 
-    def _query_tokens(self, X: np.ndarray) -> np.ndarray:  # check_fits counts the same columns
-        """The tokens that make queries in self and kq attention: all of them, or, for the
-        linear form with ``pool='last'``, only the last one (the other columns of ``out`` never
-        reach the head). The softmax form computes every column, so that a trained model's bits
-        do not depend on the pool (its maps show every column anyway)."""
-        return X[:, :, -1:] if self.pool == "last" and self.scores == "linear" else X
+    def _attend(
+        self, X: np.ndarray, Z: np.ndarray | None, layer: AttentionLayer | None = None
+    ) -> tuple[np.ndarray, LayerCache]:
+        """The layer's ``(out, cache)`` for checked inputs. A softmax whose scores are not
+        finite raises ``FloatingPointError``, after :meth:`_diagnose` has named a non-finite
+        input or parameter if there is one."""
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite X: named below
+                return (layer or self.layer).forward(self.params, X, Z)
+        except FloatingPointError:
+            self._diagnose(X, Z)
+            raise
 
-    def _scores_forward(self, X: np.ndarray, Q: np.ndarray):
-        """``(out, cache)`` of the softmax or the linear form of the primitive."""
-        if self.scores == "linear":
-            return attend_linear(X, Q, linear_scale(X, None))
-        return attend(X, Q)
+    def _forward(
+        self, X: np.ndarray, Z: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, LayerCache, np.ndarray | None]:
+        """``(z, u, layer cache, head cache)`` for checked inputs."""
+        out, cache = self._attend(X, Z)
+        u = pool_forward(out, self.pool)
+        z, H = head_forward(self.params, u, self.head)
+        return z, u, cache, H
 
-    def _attend(self, X: np.ndarray, Z: np.ndarray | None):
-        Q, aux = make_query(self.attention, self.params, self._query_tokens(X), Z)
-        out, cache = self._scores_forward(X, Q)
-        if self.pool == "mean":
-            u = out.mean(axis=2)
-        else:
-            u = out[:, :, -1]
-        return u, cache, aux
-
-    @staticmethod
-    def _weights(cache: AttentionCache | LinearAttentionCache) -> np.ndarray:
-        """Each token's weight in each output column ``(n, c, j)``: ``S``, or ``A / (c - 1)``."""
-        if isinstance(cache, LinearAttentionCache):
-            return cache.A * cache.scale
-        return cache.S
-
-    def _head_forward(self, u: np.ndarray):
-        if self.head == "linear":
-            return contract("n d, d k -> n k", u, self.params["v"]), None
-        H, z = mlp.network.hidden_and_logits(u, self.params)
-        return z, H
+    def _finite(self, z: np.ndarray, X: np.ndarray, Z: np.ndarray | None) -> np.ndarray:
+        """``z``, after naming a non-finite input or parameter if ``z`` is not finite."""
+        if not np.isfinite(z).all():
+            self._diagnose(X, Z)
+        return z
 
     def forward(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
         """Logits ``z (n, k)`` for prompts ``X (n, d, c)`` (and queries ``Z (n, d, j)``)."""
         X, Z = self._inputs(X, Z)
-        u, _, _ = self._attend(X, Z)
-        return self._head_forward(u)[0]
+        return self._finite(self._forward(X, Z)[0], X, Z)
 
     def attention_weights(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
         """``S = softmax(X^T Q) (n, c, j)`` (linear form: ``X^T Q / (c - 1)``): column ``j`` holds
         query ``j``'s weights over the ``c`` key tokens (``j = c`` for self and kq attention,
         where query ``j`` is token ``j``)."""
         X, Z = self._inputs(X, Z)
-        Q, _ = make_query(self.attention, self.params, X, Z)
-        return self._weights(self._scores_forward(X, Q)[1])
+        _, cache = self._attend(X, Z, self._full_layer)
+        S = cache.weights
+        if not np.isfinite(S).all():
+            self._diagnose(X, Z)
+        return S
 
     def attention_on_target(
         self, X: np.ndarray, target: np.ndarray, Z: np.ndarray | None = None
@@ -320,14 +313,14 @@ class ContextWindowModel:
         the squared loss) and, given the target tokens ``target (n,)``, ``attention_on_target``."""
         X, Z = self._inputs(X, Z)
         y = self._labels(y, X.shape[0])
-        u, cache, _ = self._attend(X, Z)
-        z = self._head_forward(u)[0]
-        row = {"loss": float(self._loss(z, y)[0])}
+        z, _, cache, _ = self._forward(X, Z)
+        self._finite(z, X, Z)
+        row = {"loss": float(LOSSES[self.loss](z, y)[0])}
         if self.loss != "squared":
             row["accuracy"] = float(np.mean(self._classes(z) == y))
         if target is not None:
             row["attention_on_target"] = float(
-                np.mean(weight_on_target(self._weights(cache), target, self.pool))
+                np.mean(weight_on_target(cache.weights, target, self.pool))
             )
         return row
 
@@ -364,39 +357,12 @@ class ContextWindowModel:
         input of a data set to every hook."""
         X, Z = self._inputs(X, Z, training=True)
         y = self._labels(y, X.shape[0])
-        u, cache, aux = self._attend(X, Z)
-        z, H = self._head_forward(u)
-        loss, dz = self._loss(z, y)
-        if self.head == "linear":
-            grads = {"v": contract("n d, n k -> d k", u, dz)}
-            du = contract("n k, d k -> n d", dz, self.params["v"])
-        else:
-            grads, du = mlp.backward(u, H, dz, self.params)
-        dOut = self._pool_backward(du, cache)
-        if isinstance(cache, LinearAttentionCache):
-            _, dQ = attend_linear_backward(dOut, cache, need_dX=False)
-        else:
-            _, dQ = attend_backward(dOut, cache, need_dX=False, textbook=self.textbook_backward)
-        Xq = self._query_tokens(X)
-        grads.update(query_backward(self.attention, self.params, dQ, Xq, Z, aux))
-        ordered = {k: grads[k] for k in self.params}
-        return loss, ordered
-
-    def _loss(self, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Mean loss and ``dJ/dz``: logistic, cross-entropy or squared."""
-        if self.loss == "squared":
-            return mlp.squared_loss(z, y)
-        if self.loss == "logistic":
-            return mlp.logistic_loss(z, y)
-        return mlp.cross_entropy(z, y)
-
-    def _pool_backward(
-        self, du: np.ndarray, cache: AttentionCache | LinearAttentionCache
-    ) -> np.ndarray:
-        n, d = du.shape
-        j = (cache.A if isinstance(cache, LinearAttentionCache) else cache.S).shape[2]
-        if self.pool == "mean":  # the same gradient du / j for every column: (n, d, 1)
-            return (du / j)[:, :, None]
-        dOut = np.zeros((n, d, j), dtype=du.dtype)
-        dOut[:, :, -1] = du
-        return dOut
+        z, u, cache, H = self._forward(X, Z)
+        loss, dz = LOSSES[self.loss](z, y)
+        if not np.isfinite(loss):
+            self._diagnose(X, Z)  # an input or parameter, else an overflow (the trainer says)
+        grads, du = head_backward(self.params, u, dz, H, self.head)
+        dOut = pool_backward(du, self.pool, cache.columns)
+        layer_grads, _, _ = self.layer.backward(dOut, cache, self.params, need_inputs=False)
+        grads.update(layer_grads)
+        return loss, {k: grads[k] for k in self.params}

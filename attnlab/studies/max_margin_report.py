@@ -1,5 +1,5 @@
-"""The max-margin reproduction: the runs of :mod:`attnlab.studies.max_margin` over seeds, their summary
-against the published values and targets, and the run folder with its markdown report.
+"""The max-margin reproduction: the runs of :mod:`attnlab.studies.max_margin` over seeds, their
+summary against the published values and targets, and the run folder with its markdown report.
 
 :func:`reproduce` trains, for each seed ``0..seeds-1``, ``max-margin`` with the exact and with
 the textbook softmax backward, optionally ``max-margin-kq`` (which needs cvxpy), and
@@ -337,7 +337,7 @@ def _max_margin_seeds(
     from mlp.train.sweep import sweep
 
     result = sweep(
-        "max-margin",
+        "attnlab.studies.max_margin",
         {"textbook_backward": [False, True]},
         {"steps": steps, "init": init},
         seeds=range(seeds),
@@ -372,12 +372,13 @@ def reproduce(
 
     ``seeds``: max-margin seeds ``0..seeds-1``; ``steps`` (at least 2): max-margin's steps
     (prompt-norm runs ``steps // 2``, the published 1000 by default); ``init``: max-margin's
-    ``W`` init (:data:`attnlab.studies.max_margin.INITS`); ``kq``: also ``max-margin-kq`` (needs cvxpy).
+    ``W`` init (:data:`attnlab.studies.max_margin.INITS`); ``kq``: also ``max-margin-kq``
+    (needs cvxpy).
     The max-margin runs (each seed with the exact and with the textbook backward) are a sweep
     of the ``max-margin`` experiment into ``out/seeds`` (:func:`mlp.train.sweep.sweep`, with its
     ``workers`` and ``scheduler``; its progress bar when ``log`` is given), read back from
-    their run folders (:func:`attnlab.studies.max_margin.load_run`). ``log`` receives a line per seed
-    and the summary. Returns ``results.json``'s content and the paths written; a max-margin
+    their run folders (:func:`attnlab.studies.max_margin.load_run`). ``log`` receives a line per
+    seed and the summary. Returns ``results.json``'s content and the paths written; a max-margin
     run that fails raises ``RuntimeError`` naming ``out/seeds/failed.csv``.
     """
     positive("seeds", seeds, integer=True)

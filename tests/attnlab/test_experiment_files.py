@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnlab.studies.attention import load, resume_experiment, run_experiment
-from attnlab.plots import plot_run
+from attnlab.studies.attention import load, plot_run, resume_experiment, run_experiment
 from mlp.train.folders import RunFolderError, save_arrays
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from attnlab.models.context_window import ContextWindowModel
 from attnlab.studies.max_margin import (
     DEFAULTS,
     SETTINGS,
@@ -16,7 +17,6 @@ from attnlab.studies.max_margin import (
     run_experiment,
     run_max_margin,
 )
-from attnlab.models.context_window import ContextWindowModel
 from attnlab.tasks import fixed_head, iris_in_context, max_margin, prompt_norm
 from mlp.train.folders import RunFolderError, load_arrays, load_model
 

@@ -1,5 +1,5 @@
-"""``attnlab.blocks.memory``: the bytes a step of the model allocates, the memory available, and one clear
-``MemoryError`` line before an allocation that cannot fit."""
+"""``attnlab.blocks.memory``: the bytes a step of the model allocates, the memory available, and
+one clear ``MemoryError`` line before an allocation that cannot fit."""
 
 import tracemalloc
 from pathlib import Path

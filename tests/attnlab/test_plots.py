@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attnlab.studies.attention import prepare
-from attnlab.plots import animate_attention, plot_backward_error, plot_max_margin_seeds, plot_run
+from attnlab.plots import plot_backward_error, plot_max_margin_seeds
+from attnlab.studies.attention import animate_run, plot_run, prepare
 from mlp.train.folders import RunFolderError
 
 
@@ -48,7 +48,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("attention", ["self", "prompt"])
 def test_animation_has_one_frame_per_recorded_step(runs: dict, attention: str) -> None:
-    path = animate_attention(runs[attention], dpi=50)
+    path = animate_run(runs[attention], dpi=50)
     assert path == runs[attention] / "attention_over_training.gif"
     with np.load(runs[attention] / "snapshots.npz") as snap:
         assert snap["steps"].tolist() == [0, 10, 20]
@@ -82,27 +82,27 @@ def test_animation_refuses_a_run_without_snapshots(runs: dict, tmp_path: Path) -
         snap = {k: f[k] for k in f.files}
     np.savez(run / "snapshots.npz", **{**snap, "S": snap["S"][:0], "steps": snap["steps"][:0]})
     with pytest.raises(RunFolderError, match=r"snapshots\.npz holds no attention snapshots"):
-        animate_attention(run)
+        animate_run(run)
     np.savez(run / "snapshots.npz", **{k: v for k, v in snap.items() if k != "S"})
     with pytest.raises(RunFolderError, match=r"snapshots\.npz lacks the arrays \['S'\]"):
-        animate_attention(run)
+        animate_run(run)
     np.savez(run / "snapshots.npz", **{**snap, "steps": snap["steps"][:1]})
     with pytest.raises(RunFolderError, match=r"'S' has shape .*, expected \(t, p, c, j\) with"):
-        animate_attention(run)
+        animate_run(run)
     (run / "snapshots.npz").write_bytes(b"PK\x03\x04 not a zip archive")
     with pytest.raises(RunFolderError, match=r"snapshots\.npz: truncated, garbled or not an"):
-        animate_attention(run)
+        animate_run(run)
     (run / "snapshots.npz").unlink()
     with pytest.raises(RunFolderError, match=r"no file .*snapshots\.npz"):
-        animate_attention(run)
+        animate_run(run)
     assert not (run / "attention_over_training.gif").exists()
 
 
 def test_animation_refuses_bad_options(runs: dict) -> None:
     with pytest.raises(ValueError, match="fps"):
-        animate_attention(runs["self"], fps=0)
+        animate_run(runs["self"], fps=0)
     with pytest.raises(ValueError, match="dpi"):
-        animate_attention(runs["self"], dpi=-1)
+        animate_run(runs["self"], dpi=-1)
 
 
 def test_backward_error_plot(tmp_path: Path) -> None:

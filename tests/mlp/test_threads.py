@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_info
 
 import attnlab
 from attnlab import ContextWindowModel, attend_backward, attend_forward
+from mlp.contract import contract
 from mlp.threads import (
     ENV_VAR,
     PARALLEL_MIN_BYTES,
@@ -24,7 +25,6 @@ from mlp.threads import (
     prompt_blocks,
     usable_cores,
 )
-from mlp.contract import contract
 
 # ``mlp.threads`` is the context manager; the module is reached through sys.modules
 threads_module = sys.modules["mlp.threads"]

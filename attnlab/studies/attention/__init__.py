@@ -22,25 +22,32 @@ from typing import Any
 import numpy as np
 
 from attnlab.blocks.memory import check_fits
+from attnlab.blocks.queries import ATTENTIONS, VARIANTS
 from attnlab.models.context_window import HEADS, POOLS, ContextWindowModel
-from attnlab.blocks.queries import ATTENTIONS
+from attnlab.studies.attention.runs import SavedRun, animate_run, load, plot_run
 from attnlab.tasks import REGISTRY, TASKS, Task, fixed_head, make_task
 from mlp.data import CLASS_NAMES
 from mlp.train.data import Dataset
-from mlp.train.folders import (
-    Member,
-    RunFolderError,
-    create_run_dir,
-    finish_run,
-    load_arrays,
-    load_model,
-    resume_from,
-    save_arrays,
-    write_json,
-)
+from mlp.train.folders import create_run_dir, finish_run, resume_from, save_arrays, write_json
 from mlp.train.optim import OPTIMIZERS, make_optimizer
 from mlp.train.trainer import History, Trainer
 from mlp.validation import check_seed, choice, positive
+
+__all__ = [
+    "DEFAULTS",
+    "NAME",
+    "PRELOAD",
+    "Experiment",
+    "SavedRun",
+    "animate_run",
+    "finish",
+    "load",
+    "plot_run",
+    "prepare",
+    "resolve",
+    "resume_experiment",
+    "run_experiment",
+]
 
 #: What sweeps and run ids call this experiment.
 NAME = "attention"
@@ -99,8 +106,6 @@ METRICS = {
     "final_loss": "train_loss",
     "test_loss": "test_loss",
 }
-#: The arrays of ``snapshots.npz`` (and ``Z`` for the queries of cross attention).
-SNAPSHOT_KEYS = ("X", "y", "target", "index", "steps", "S")
 #: The files of a run folder (``metrics.json`` is written last).
 FILES = (
     "config.json",
@@ -284,7 +289,7 @@ def prepare(
     # before the task's prompts are made (they grow with the context too): the attention
     # weights S (n, c, j) of one step, which need no data, must fit; the model checks the rest
     c, batch = opts["context"], opts["batch_size"] or 1
-    j = c if opts["attention"] in ("self", "kq") else 1
+    j = c if VARIANTS[opts["attention"]].per_token else 1
     check_fits(
         {"the attention weights S (n, c, j)": batch * c * j * 8},
         f"a training step on a batch of {batch} prompts of c={c} tokens (j={j}, float64)",
@@ -378,7 +383,7 @@ def finish(experiment: Experiment, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
 
     def write_files() -> None:
-        from attnlab.plots import TARGET_NAMES, plot_attention_curves, plot_run
+        from attnlab.plots import plot_attention_curves
 
         experiment.save(run_dir)
         opts = experiment.options
@@ -388,115 +393,8 @@ def finish(experiment: Experiment, run_dir: str | Path) -> dict[str, Any]:
             title=f"{opts['task']}, {opts['attention']} attention, pool {opts['pool']}, "
             f"{opts['head']} head, {opts['optimizer']} lr {opts['lr']:g}, seed {opts['seed']}",
             context=opts["context"],
-            target_name=TARGET_NAMES[opts["task"]],
+            target_name=REGISTRY[opts["task"]].target_name,
         )
         plot_run(run_dir, run_dir)
 
     return finish_run(run_dir, experiment.trainer, write_files, experiment.metrics, FILES)
-
-
-@dataclass
-class SavedRun:
-    """A run folder read back: the ``model`` with its trained parameters, the ``config`` dict
-    and the ``snapshots`` arrays (see :meth:`Experiment.save`)."""
-
-    model: ContextWindowModel
-    config: dict[str, Any]
-    snapshots: dict[str, np.ndarray]
-
-    @property
-    def inputs(self) -> dict[str, np.ndarray]:
-        """Extra model inputs of the snapshot prompts (``Z`` for cross attention)."""
-        return {"Z": self.snapshots["Z"]} if "Z" in self.snapshots else {}
-
-
-def load(run_dir: str | Path) -> SavedRun:
-    """Rebuild the model of a run folder from ``config.json`` + ``params.npz`` and read
-    ``snapshots.npz``, each checked against what it must hold (the snapshot arrays' headers
-    before their data, then the labels and token indices); a missing, linked, garbled or
-    mismatched file raises :class:`mlp.train.folders.RunFolderError` naming it."""
-
-    def build(cfg: dict[str, Any]) -> ContextWindowModel:
-        return ContextWindowModel(**cfg)
-
-    run_dir = Path(run_dir)
-    model, config = load_model(run_dir, build)
-    _check_config(config, model, run_dir / "config.json")
-    path = run_dir / "snapshots.npz"
-    snapshots = load_arrays(path, check=lambda members: _check_snapshots(members, model, path))
-    try:
-        model._labels(snapshots["y"], len(snapshots["y"]))
-        tokens = snapshots["X"].shape[2]
-        for name in ("target", "index", "steps"):
-            a = snapshots[name]
-            if a.size and a.min() < 0:
-                raise ValueError(f"{name}: expected integers >= 0, received {a.min()}")
-        if snapshots["target"].size and snapshots["target"].max() >= tokens:
-            raise ValueError(
-                f"target: expected token indices in 0..{tokens - 1}, received "
-                f"{snapshots['target'].max()}"
-            )
-    except ValueError as err:
-        raise RunFolderError(f"run folder: {path}: {err}") from None
-    return SavedRun(model, config, snapshots)  # type: ignore[arg-type]
-
-
-def _check_config(config: dict[str, Any], model: ContextWindowModel, path: Path) -> None:
-    """The entries of ``config.json`` that :func:`attnlab.plots.plot_run` reads."""
-    try:
-        choice("task", config.get("task"), TASKS)
-        for name in ("attention", "pool"):
-            if config.get(name) != getattr(model, name):
-                raise ValueError(
-                    f"{name}: expected the model's {getattr(model, name)!r}, received "
-                    f"{config.get(name)!r}"
-                )
-        check_seed(config.get("seed"))
-        names = config.get("class_names")
-        want = max(model.n_classes, 2)
-        if not (
-            isinstance(names, list)
-            and len(names) == want
-            and all(isinstance(n, str) for n in names)
-        ):
-            raise ValueError(f"class_names: expected a list of {want} names, received {names!r}")
-    except ValueError as err:
-        raise RunFolderError(f"run folder: {path}: {err}") from None
-
-
-def _check_snapshots(members: dict[str, Member], model: ContextWindowModel, path: Path) -> None:
-    """The headers of ``snapshots.npz``: ``X (p, d, c)``, ``y, target, index (p,)``,
-    ``steps (t,)``, ``S (t, p, c, j)`` (and ``Z (p, d, j)`` for cross attention)."""
-    missing = [k for k in SNAPSHOT_KEYS if k not in members]
-    if missing:
-        raise RunFolderError(f"run folder: {path} lacks the arrays {missing}")
-    other = sorted(set(members) - {*SNAPSHOT_KEYS, "Z"})  # Z: the queries of cross attention
-    if other:
-        raise RunFolderError(f"run folder: {path} holds arrays a run never writes: {other}")
-    X, S = members["X"], members["S"]
-    p, c = (X.shape[0], X.shape[2]) if X.ndim == 3 else (-1, -1)
-    shapes = {
-        "X": (X.ndim == 3 and X.shape[1] == model.d, f"(p, d={model.d}, c)", "f"),
-        "y": (members["y"].shape == (p,), f"(p={p},)", "biuf"),
-        "target": (members["target"].shape == (p,), f"(p={p},)", "iu"),
-        "index": (members["index"].shape == (p,), f"(p={p},)", "iu"),
-        "steps": (members["steps"].ndim == 1, "(t,)", "iu"),
-        "S": (
-            S.ndim == 4 and S.shape[:3] == (members["steps"].shape[0], p, c),
-            "(t, p, c, j) with steps (t,) and X (p, d, c)",
-            "f",
-        ),
-        "Z": (
-            "Z" not in members
-            or (members["Z"].ndim == 3 and members["Z"].shape[:2] == X.shape[:2]),
-            "(p, d, j)",
-            "f",
-        ),
-    }
-    for name, (ok, shape, kinds) in shapes.items():
-        if name in members and (not ok or members[name].dtype.kind not in kinds):
-            m = members[name]
-            raise RunFolderError(
-                f"run folder: {path}: {name!r} has shape {m.shape} {m.dtype}, expected {shape} "
-                f"{'floats' if kinds == 'f' else 'integers' if kinds == 'iu' else 'numbers'}"
-            )
