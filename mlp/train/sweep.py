@@ -59,10 +59,10 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from mlp.train.sweep_report import cell, write_report
 from mlp.threads import threads as attention_threads
 from mlp.threads import usable_cores
 from mlp.train.folders import read_json, to_jsonable, write_json
+from mlp.train.sweep_report import cell, write_report
 
 #: Columns of results.csv and failed.csv after the options and the metrics.
 TAIL = ("wall_seconds", "error", "run_id")
