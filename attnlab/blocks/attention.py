@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlp.contract import contract
-from mlp.numerics import softmax_backward, softmax_with_argmax
+from mlp.numerics import softmax_backward_unchecked, softmax_with_argmax_unchecked
 from mlp.threads import map_blocks, prompt_blocks
 from mlp.validation import as_float_array, check_finite, check_nonempty, positive
 
@@ -104,7 +104,7 @@ def attend(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
     # block by block (on the threads of mlp.threads when large), so that the softmax's
     # passes over the scores read them from cache
     def block(b: slice) -> None:
-        Sb, top[b] = softmax_with_argmax(
+        Sb, top[b] = softmax_with_argmax_unchecked(
             attention_scores(X[b], Q if Q.ndim == 2 else Q[b]), axis=1, overwrite=True
         )
         S[b] = Sb
@@ -165,7 +165,7 @@ def attend_grads(
     # read dScores find them in cache; a shared Q's dQ is summed over the blocks in their order
     def block(b: slice) -> np.ndarray | None:
         dS = contract("n d c, n d j -> n c j", X[b], dOut[b])  # (nb, c, 1) for a broadcast dOut
-        dScores = softmax_backward(
+        dScores = softmax_backward_unchecked(
             S[b], dS, axis=1, top=None if top is None else top[b], overwrite=True
         )
         if dX is not None:
