@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from einops import rearrange
@@ -21,9 +21,6 @@ from mlp.contract import contract
 from mlp.data import load_iris_split
 from mlp.train.data import Dataset, Stream
 from mlp.validation import as_float_array, check_finite, check_seed, choice, positive
-
-if TYPE_CHECKING:
-    from attnlab.models.context_window import ContextWindowModel
 
 COVARIANCES = ("identity", "spread")
 
@@ -229,8 +226,9 @@ def linear_regression_in_context(
     return Task("linear-regression-in-context", train, test, 1, {"Lambda": Lam, "N": N})
 
 
-def fixed_head(task: Task, model: ContextWindowModel) -> list[str]:
-    """Give ``model`` the task's fixed head and return the parameter keys left to train.
+def fixed_head(task: Task, model: Any) -> list[str]:
+    """Give ``model`` (anything with a ``params`` dict) the task's fixed head and return the
+    parameter keys left to train.
 
     A task with ``info['v'] (d,)`` (max-margin, prompt-norm) fixes the linear head: the model's
     ``params['v'] (d, 1)`` becomes ``v`` (in the model's dtype) and every other key is trained.
