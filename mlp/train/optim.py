@@ -16,6 +16,7 @@ import inspect
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 
@@ -70,9 +71,10 @@ def clip_grad_norm(
 
 class _Rule:
     """What every update rule shares: the checks of a step, the per-parameter rate factors and
-    (where the rule has it) gradient clipping."""
+    (where the rule has it) gradient clipping. The class defaults (no factors, no clipping) hold
+    for a subclass that does not call ``__init__``."""
 
-    lr_factors: dict[str, float]
+    lr_factors: Mapping[str, float] = MappingProxyType({})
     clip_norm: float | None = None
 
     def _options(self, lr_factors: Mapping[str, float] | None, clip_norm: float | None) -> None:
