@@ -279,7 +279,7 @@ CASES: list[tuple[str, Callable[[], object], type, str]] = [
      r"context: expected a positive integer, received 0"),
     ("task name", lambda: tasks.make_task("iris"), ValueError,
      r"task: expected one of 'iris-in-context', 'max-margin', 'prompt-norm', "
-     r"'linear-regression-in-context', received 'iris'"),
+     r"'linear-regression-in-context', 'markov-in-context', 'repeated-tokens', received 'iris'"),
     ("task option", lambda: tasks.make_task("max-margin", tokens=8), ValueError,
      r"task 'max-margin': unknown option\(s\) \['tokens'\]; expected options \['n', 'context'"),
     # --- the model's parameter and target checks added with this audit ---------------------
