@@ -68,3 +68,20 @@ def test_the_layers_contract_holds() -> None:
     result = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "0 broken" in result.stdout, result.stdout[-3000:]
+
+
+def test_every_module_sits_in_a_layer() -> None:
+    """A new module must be placed in the layers contract, or the contract says nothing of it."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
+    placed = {name.strip() for layer in layers for name in layer.replace(":", "|").split("|")}
+    graph = grimp.build_graph("mlp", "attnlab")
+    roots = {"mlp", "attnlab", "mlp._lazy", "mlp.train"}  # the packages' lazy export tables
+    loose = sorted(
+        m
+        for m in graph.modules
+        if m not in roots and not any(m == p or m.startswith(p + ".") for p in placed)
+    )
+    assert loose == [], f"modules in no layer of pyproject.toml: {loose}"
