@@ -1,14 +1,14 @@
 """Named-axis contractions at matmul speed.
 
-``contract("n d c, n d j -> n c j", X, Q)`` reads like an einops pattern (axis names of SPEC.md,
-separated by spaces) and computes ``einsum`` of two operands, but runs through ``np.matmul``
-(BLAS) instead of ``np.einsum``'s loops: the axes are sorted into batch axes (in the output and
-in one or both operands), one contracted axis ``K``, and one "row" axis of each operand, so the
-call is a batched matrix product of transposed *views*, with no copies. Further contracted axes
-become batch axes summed after the product. The output is the product itself, so its axes come
-in the order a matrix product leaves them: the batch axes, then operand 1's own axis, then
-operand 2's (a pattern that would need a transpose of the result is refused and told the order).
-The plan depends only on the pattern and is computed once.
+``contract("n d c, n d j -> n c j", X, Q)`` reads like an einops pattern (the axis names of
+``docs/concepts.md``, separated by spaces) and computes ``einsum`` of two operands, but runs
+through ``np.matmul`` (BLAS) instead of ``np.einsum``'s loops: the axes are sorted into batch
+axes (in the output and in one or both operands), one contracted axis ``K``, and one "row" axis
+of each operand, so the call is a batched matrix product of transposed *views*, with no copies.
+Further contracted axes become batch axes summed after the product. The output is the product
+itself, so its axes come in the order a matrix product leaves them: the batch axes, then
+operand 1's own axis, then operand 2's (a pattern that would need a transpose of the result is
+refused and told the order). The plan depends only on the pattern and is computed once.
 
 Sizes are checked per axis, and a mismatch names the axis: ``axis 'd' has size 3 in operand 1
 and 4 in operand 2``. einops' own ``einsum`` on numpy calls ``np.einsum`` without ``optimize``
