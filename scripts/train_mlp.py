@@ -33,7 +33,7 @@ def add_options(p: ScriptParser) -> None:
         "--schedule",
         choices=("constant", "inverse", "step"),
         help="learning rate: constant, or lr / (1 + t / decay_steps), decay_steps = steps / 10, "
-        f"or step: lr / 10 at half the run and lr / 100 at 80% ({d['schedule']})",
+        f"or step: lr / 10 at half the run and lr / 100 at 80%% ({d['schedule']})",
     )
     p.add_argument("--batch-size", type=int, help=f"mini-batch size ({d['batch_size']})")
     p.add_argument("--epochs", type=int, help=f"passes over the training set ({d['epochs']})")
