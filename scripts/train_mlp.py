@@ -11,7 +11,7 @@ Many seeds are a sweep (in parallel, resumable, one results table):
 A new run folder (--out, one that holds no run; default runs/mlp-<timestamp>-<suffix>) gets
 config.json, history.csv (one row per epoch), params.npz, checkpoint.npz, curves.png,
 decision_regions.png and, last, metrics.json (with stop_reason). The seed sets the train/test
-split, the initialization and the shuffling. Exit statuses: mlp/train/cli.py and the README.
+split, the initialization and the shuffling. Exit statuses: mlp/train/cli.py and docs/robustness.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,19 @@
 """Sweeps: one experiment over a grid of options and seeds, each run a task on a Dask cluster.
 
-    result = sweep("attention", {"attention": ["prompt", "self", "kq"], "features": [4, 2]},
+    result = sweep("attnlab.studies.attention", {"attention": ["prompt", "kq"], "features": [4, 2]},
                    seeds=range(20), out="runs/iris-seeds")
 
 An experiment is a module with ``DEFAULTS`` (every option and its default, ``seed`` among them),
 ``resolve(config)`` (the defaults filled in; ``ValueError`` naming an unknown option or a bad
 value) and ``run_experiment(config, run_dir, *, progress=None) -> metrics``; optionally
 ``PRELOAD``, the modules its runs import on first use (the embedded cluster's worker processes
-start with them imported). :data:`EXPERIMENTS`
-names the library's; any importable module with these three names works too. The sweep calls
-``run_experiment`` once per grid point and seed, each call one task on an embedded
-``distributed.LocalCluster`` (one single-threaded worker process per usable core), on the cluster
-of a scheduler address, or one after another in this process (``workers=0``). Every grid point
-is resolved before anything runs, so a bad value stops the sweep before its first run.
+start with them imported). The experiment is given as a module or an importable module name
+(the command line adds its own table of short names, :func:`load_experiment`'s ``table``); any
+module with these three names works. The sweep calls ``run_experiment`` once per grid point and
+seed, each call one task on an embedded ``distributed.LocalCluster`` (one single-threaded worker
+process per usable core), on the cluster of a scheduler address, or one after another in this
+process (``workers=0``). Every grid point is resolved before anything runs, so a bad value stops
+the sweep before its first run.
 
 The sweep folder ``out`` holds:
 
