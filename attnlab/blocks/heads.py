@@ -357,3 +357,41 @@ class MultiHeadAttention:
         dQr = contract("h o r, n h o t -> n h r t", params["RK"][:, :c, :], dB)
         dQr *= scale
         return dRK, dQr
+
+
+def heads_forward_loop(
+    layer: MultiHeadAttention, params: dict[str, np.ndarray], Y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt, per-head, per-query loop reference of :meth:`MultiHeadAttention.forward`
+    (every token queries): ``(out (n, d, c), S (n, h, c, c))``, straight from the formulas of
+    the module docstring."""
+    n, _, c = Y.shape
+    out = np.zeros_like(Y)
+    S_all = np.zeros((n, layer.heads, c, c), dtype=Y.dtype)
+    ok = allowed_keys(layer.mask, c, c)
+    for i in range(n):
+        y = Y[i]
+        for h in range(layer.heads):
+            if layer.attention == "self":
+                A, scale = params["W"][h], 1.0
+            else:
+                scale = 1.0
+                if layer.positions == "relative-key":
+                    scale = 1.0 / np.sqrt(params["WQ"].shape[2])
+                A = params["WK"][h] @ params["WQ"][h].T * scale
+            for t in range(c):
+                keys = [s for s in range(c) if ok[s, t]]
+                score = np.array([y[:, s] @ A @ y[:, t] for s in keys])
+                if layer.positions == "relative":
+                    score += np.array([params["R"][h, t - s] for s in keys])
+                if layer.positions == "relative-key":
+                    q = params["WQ"][h].T @ y[:, t]
+                    score += np.array([params["RK"][h, t - s] @ q for s in keys]) * scale
+                if layer.scores == "softmax":
+                    w = np.exp(score - score.max())
+                    w /= w.sum()
+                else:
+                    w = score / (c - 1)
+                S_all[i, h, keys, t] = w
+            out[i] += params["V"][h] @ y @ S_all[i, h]
+    return out, S_all

@@ -24,6 +24,7 @@ def parse(row: str) -> dict[str, Any]:
     the constructor's keyword arguments (``>last``/``>tokens``: the readout; ``k3``: three
     classes; ``squared``: the squared loss; ``r2``: rank 2)."""
     kw: dict[str, Any] = {}
+    seen = 0
     for word in row.split():
         if word[0] == "L" and word[1:].isdigit():
             kw["layers"] = int(word[1:])
@@ -54,6 +55,9 @@ def parse(row: str) -> dict[str, Any]:
             kw["rank"] = int(word[1:])
         else:
             raise ValueError(f"unknown word {word!r} in row {row!r}")
+        if len(kw) == seen:
+            raise ValueError(f"row {row!r} sets an option twice ({word!r})")
+        seen = len(kw)
     return kw
 
 
