@@ -3,7 +3,8 @@
 :func:`bench_stack` times ``AttentionStack.loss_and_grads`` (real prompts, ``attention="self"``,
 no layer norm, readout at the last token, logistic loss) and :func:`torch_stack_step`, the same
 forward written for PyTorch CPU autograd as one would write it (heads as a batch axis, the mask
-by ``masked_fill``, the whole top layer computed), at every library's default thread count.
+by ``masked_fill``, the whole top layer computed; and with the library's shortcut of the top
+layer's last query alone), at every library's default thread count.
 Before timing it checks that the two give the same loss and gradients. Timing: each function's
 ``timeit.Timer.autorange`` loop count, then ``repeats`` samples of each, the two alternating;
 the report keeps every sample and their medians.
@@ -42,11 +43,14 @@ def stack_problem(
     return model, X, y
 
 
-def torch_stack_step(model: AttentionStack, X: np.ndarray, y: np.ndarray) -> Step:
+def torch_stack_step(
+    model: AttentionStack, X: np.ndarray, y: np.ndarray, last_query: bool = False
+) -> Step:
     """``model``'s step in PyTorch autograd (textbook softmax backward): a function returning
     ``(loss, grads)`` for the fixed ``X``, ``y``. For ``attention="self"``, real prompts, no
     layer norm or positions, readout ``"last"`` with the logistic loss; raises ImportError
-    without torch."""
+    without torch. ``last_query=True``: the top layer computes the last token's query alone,
+    the shortcut the library takes (the readout reads nothing else)."""
     import torch
 
     if (
@@ -73,11 +77,13 @@ def torch_stack_step(model: AttentionStack, X: np.ndarray, y: np.ndarray) -> Ste
             k = 0 if model.shared else l
             W, V = leaves[f"W{k}"], leaves[f"V{k}"]  # (h, d, d)
             xh = x.unsqueeze(1)  # (n, 1, d, c)
-            scores = xh.transpose(-1, -2) @ (W @ xh)  # (n, h, c, c) [s, t]
+            top = last_query and l == model.layers - 1
+            queries = xh[..., -1:] if top else xh
+            scores = xh.transpose(-1, -2) @ (W @ queries)  # (n, h, c, c or 1) [s, t]
             if masked is not None:
-                scores = scores.masked_fill(masked, float("-inf"))
+                scores = scores.masked_fill(masked[:, -1:] if top else masked, float("-inf"))
             S = torch.softmax(scores, dim=-2)
-            x = x + (V @ (xh @ S)).sum(dim=1)
+            x = (x[:, :, -1:] if top else x) + (V @ (xh @ S)).sum(dim=1)
         z = x[:, :, -1] @ leaves["v"]
         loss = torch.logaddexp(zero, -yt * z[:, 0]).mean()
         loss.backward()
@@ -120,14 +126,20 @@ def bench_stack(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Time the stack's ``loss_and_grads`` against :func:`torch_stack_step` at the default
-    thread counts: ``{"sizes", "max_rel_error", "times": {"attnlab": [...], "torch": [...]},
-    "median": {...}, "ratio"}`` with ``ratio`` the attnlab median over the torch median
-    (seconds per step). Raises ImportError without torch."""
+    thread counts: ``{"sizes", "max_rel_error", "times": {"attnlab": [...], "torch": [...],
+    "torch_last_query": [...]}, "median": {...}, "ratio", "ratio_last_query"}``: ``ratio`` is
+    the attnlab median over the median of PyTorch as written (the whole top layer),
+    ``ratio_last_query`` over PyTorch with the library's shortcut (the top layer's last query
+    alone), in seconds per step. Raises ImportError without torch."""
     model, X, y = stack_problem(n, d, c, layers, heads, mask, seed)
-    ours: Step = lambda: model.loss_and_grads(X, y)  # noqa: E731
-    theirs = torch_stack_step(model, X, y)
-    error = max_rel_error(ours(), theirs())
-    times = time_alternating({"attnlab": ours, "torch": theirs}, repeats)
+    fns: dict[str, Step] = {
+        "attnlab": lambda: model.loss_and_grads(X, y),
+        "torch": torch_stack_step(model, X, y),
+        "torch_last_query": torch_stack_step(model, X, y, last_query=True),
+    }
+    results = {k: f() for k, f in fns.items()}
+    error = max(max_rel_error(results["attnlab"], results[k]) for k in fns if k != "attnlab")
+    times = time_alternating(fns, repeats)  # type: ignore[arg-type]
     median = {k: float(np.median(v)) for k, v in times.items()}
     return {
         "sizes": {"n": n, "d": d, "c": c, "layers": layers, "heads": heads, "mask": mask},
@@ -135,4 +147,5 @@ def bench_stack(
         "times": times,
         "median": median,
         "ratio": median["attnlab"] / median["torch"],
+        "ratio_last_query": median["attnlab"] / median["torch_last_query"],
     }

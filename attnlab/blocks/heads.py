@@ -85,17 +85,15 @@ def allowed_keys(mask: str | None, c: int, tq: int) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _offsets(c: int, tq: int) -> tuple[np.ndarray, np.ndarray]:
-    """``off (c, tq)``: ``t - s`` clipped to ``[0, c)``; ``onehot (c tq, c)``: row ``(s, ti)``
-    has a 1 at offset ``t - s`` when ``s <= t`` (the sums over a diagonal of ``dR``)."""
+    """``off (c, tq)``: ``t - s`` clipped to ``[0, c)``; ``entries``: the flat indices
+    ``s tq + ti`` of the pairs with ``s <= t`` (those that see a relative bias). Read-only."""
     s = np.arange(c)[:, None]
     t = np.arange(c - tq, c)[None, :]
     off = np.clip(t - s, 0, c - 1)
-    onehot = np.zeros((c * tq, c))
-    valid = (t >= s).reshape(-1)
-    onehot[np.flatnonzero(valid), off.reshape(-1)[valid]] = 1.0
+    entries = np.flatnonzero(t >= s)
     off.flags.writeable = False
-    onehot.flags.writeable = False
-    return off, onehot
+    entries.flags.writeable = False
+    return off, entries
 
 
 @lru_cache(maxsize=64)
@@ -318,11 +316,7 @@ class MultiHeadAttention:
                 grads["WK"] *= scale
                 grads["WQ"] *= scale
         if self.positions == "relative":
-            _, onehot = _offsets(c, tq)
-            dBh = dB.reshape(c, h, tq).transpose(1, 0, 2).reshape(h, c * tq)
-            dR = np.zeros_like(params["R"])
-            dR[:, :c] = contract("h k, k o -> h o", dBh, onehot.astype(dB.dtype, copy=False))
-            grads["R"] = dR
+            grads["R"] = self._relative_grad(params["R"], dB, c, tq)
         elif self.positions == "relative-key":
             r = params["WQ"].shape[2]
             grads["RK"], dQr = self._relative_key_grads(params, dB, cache.Qr, c)
@@ -338,6 +332,17 @@ class MultiHeadAttention:
             else:
                 dY[:, :, c - tq :] += dYq
         return grads, dY
+
+    def _relative_grad(self, R: np.ndarray, dB: np.ndarray, c: int, tq: int) -> np.ndarray:
+        """``dR (h, context)``: ``dR[h, o]`` is the sum of ``dBias (c, h tq)`` over the pairs
+        with ``t - s = o`` (one ``bincount`` over ``(h, o)``, in a fixed order)."""
+        h = self.heads
+        off, entries = _offsets(c, tq)
+        dBh = dB.reshape(c, h, tq).transpose(1, 0, 2).reshape(h, c * tq)[:, entries]
+        bins = (np.arange(h)[:, None] * c + off.reshape(-1)[entries]).reshape(-1)
+        dR = np.zeros_like(R)
+        dR[:, :c] = np.bincount(bins, dBh.reshape(-1), minlength=h * c).reshape(h, c)
+        return dR
 
     def _relative_key_grads(
         self, params: dict[str, np.ndarray], dG: np.ndarray, Qr: np.ndarray, c: int

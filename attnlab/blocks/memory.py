@@ -225,29 +225,49 @@ def stack_activation_bytes(
     training: bool = True,
     threads: int = 1,
     rank: int = 0,
+    layernorm: bool = False,
+    last_query: bool = False,
+    linear: bool = False,
+    vocab: int = 0,
 ) -> dict[str, int]:
     """Bytes of each array a step of the attention stack allocates: ``layers`` layers of
-    ``heads`` heads on ``n`` prompts ``(d, c)``; ``rank`` is ``r`` of relative-key positions
-    (their per-prompt score bias and ``WQ^T Y``), 0 without. An upper bound (layer norm's
-    normalized copies included)."""
+    ``heads`` heads on ``n`` prompts ``(d, c)``. ``rank`` is ``r`` of relative-key positions
+    (their per-prompt score bias and ``WQ^T Y``), 0 without; ``layernorm`` adds each layer's
+    normalized copy; ``last_query``: the top layer computes the last token's query alone (a
+    readout of the last token), so its arrays have ``h`` columns instead of ``h c``;
+    ``linear``: the linear form (its score gradient is one array, and its weights are a copy);
+    ``vocab``: the logits ``(n, c, V)`` of a readout at every token."""
     L, h = _count("layers", layers), _count("heads", heads)
     n, d, c = (_count(k, v) for k, v in (("n", n), ("d", d), ("c", c)))
     item = np.dtype(dtype).itemsize
-    one = activation_bytes(n, d, c, h * c, dtype, training=training, threads=threads)
+    full = L - 1 if last_query else L  # layers whose every token queries
+    columns = full * h * c + (h if last_query else 0)  # query columns of all layers
+    j = h * c if full else h  # the widest layer's query columns
+    one = activation_bytes(n, d, c, j, dtype, training=training, threads=threads)
     sizes = {
-        f"the attention weights S of the {L} layers (n, l, h, c, c)": L * n * h * c * c * item,
-        "the queries and outputs of the layers (n, l, d, h c)": 2 * L * n * d * h * c * item,
-        "the argmax of S (n, l, h, c)": L * n * h * c * np.dtype(np.intp).itemsize,
-        "the residual stream and its layer norm (n, l, d, c)": 3 * (L + 1) * n * d * c * item,
+        f"the attention weights S of the {L} layers (n, l, h, c, c)": n * c * columns * item,
+        "the queries and outputs of the layers (n, l, d, h c)": 2 * n * d * columns * item,
+        "the argmax of S (n, l, h, c)": n * columns * np.dtype(np.intp).itemsize,
+        "the residual stream (n, l, d, c)": (L + 1) * n * d * c * item,
         "the scores of the blocks in flight": one["the scores of the blocks in flight"],
     }
+    if layernorm:  # each layer's output and normalized input; the backward's temporaries
+        sizes["the layer norms' arrays (n, l, d, c)"] = (2 * L + 3 * training) * n * d * c * item
     if training:
-        sizes["one layer's gradients dP, dQ (n, d, h c)"] = 2 * n * d * h * c * item
+        block = min(n, max(1, BLOCK_BYTES // (c * j * item)))
+        sizes["one layer's gradients (n, d, h c), (n, d, c) and score sums"] = (
+            2 * n * d * j + 4 * n * d * c + -(-n // block) * c * j
+        ) * item
+    if linear:
+        what = "the linear form's score gradient" if training else "the weights returned"
+        sizes[f"{what} (n, l, h, c, c)"] = n * c * (j if training else columns) * item
     if rank:
         r = _count("rank", rank)
-        sizes["the relative-key bias and WQ^T Y (n, l, h, c, c + r)"] = (
-            L * n * h * c * (c + r) * item * (2 if training else 1)
-        )
+        sizes["the relative-key bias and WQ^T Y (n, h, c, c + r)"] = (
+            3 * n * h * c * c + L * n * h * r * c
+        ) * item
+    if vocab:
+        sizes["the logits and their gradient (n, c, V)"] = 3 * n * c * _count("vocab", vocab) * item
     return sizes
 
 
@@ -263,10 +283,10 @@ def check_stack_fits(
     **options: Any,
 ) -> None:
     """:func:`check_fits` of :func:`stack_activation_bytes` (``options``: its ``training``,
-    ``threads``, ``rank``): one ``MemoryError`` line naming ``n``, ``c``, ``d``, the layers,
-    heads, dtype and the largest array when a step of the stack would not fit. Steps below
-    :data:`SMALL_BYTES` are not compared with the memory available unless ``available`` is
-    given."""
+    ``threads``, ``rank``, ``layernorm``, ``last_query``, ``linear``, ``vocab``): one
+    ``MemoryError`` line naming ``n``, ``c``, ``d``, the layers, heads, dtype and the largest
+    array when a step of the stack would not fit. Steps below :data:`SMALL_BYTES` are not
+    compared with the memory available unless ``available`` is given."""
     sizes = stack_activation_bytes(n, d, c, layers, heads, dtype, **options)
     if available is None and sum(sizes.values()) < SMALL_BYTES:
         return

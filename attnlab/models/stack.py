@@ -37,6 +37,7 @@ from mlp.validation import (
     as_float_array,
     check_finite,
     check_seed,
+    choice,
     class_labels,
     float_dtype,
     positive,
@@ -48,14 +49,6 @@ __all__ = ["READOUTS", "AttentionStack"]
 
 #: Where the stack is read: the last token (``v``) or every token (``U``, needs ``vocab``).
 READOUTS = ("last", "tokens")
-
-
-def _option(name: str, value: object, valid: tuple) -> Any:
-    if value not in valid:
-        raise ValueError(
-            f"{name}: expected one of {', '.join(map(repr, valid))}, received {value!r}"
-        )
-    return value
 
 
 class AttentionStack:
@@ -109,11 +102,11 @@ class AttentionStack:
         self.d = positive("d", d, integer=True)
         self.layers = positive("layers", layers, integer=True)
         self.heads = positive("heads", heads, integer=True)
-        self.attention = _option("attention", attention, ATTENTIONS)
-        self.scores = _option("scores", scores, SCORES)
-        self.mask = _option("mask", mask, MASKS)
-        self.positions = _option("positions", positions, POSITIONS)
-        self.readout = _option("readout", readout, READOUTS)
+        self.attention = choice("attention", attention, ATTENTIONS)
+        self.scores = choice("scores", scores, SCORES)
+        self.mask = choice("mask", mask, MASKS)
+        self.positions = choice("positions", positions, POSITIONS)
+        self.readout = choice("readout", readout, READOUTS)
         for name, flag in (
             ("layernorm", layernorm),
             ("shared", shared),
@@ -181,7 +174,7 @@ class AttentionStack:
             return "cross_entropy"
         resolved = "logistic" if self.n_classes == 1 else "cross_entropy"
         if loss is not None:
-            resolved = _option("loss", loss, tuple(LOSSES))
+            resolved = choice("loss", loss, tuple(LOSSES))
         if (resolved == "cross_entropy") != (self.n_classes >= 2):
             need = "n_classes >= 2" if resolved == "cross_entropy" else "n_classes=1"
             raise ValueError(
@@ -227,7 +220,7 @@ class AttentionStack:
 
     # --- the edge: every public method checks its inputs here, once ------------------------
 
-    def _inputs(self, X: object, training: bool = False) -> np.ndarray:
+    def _inputs(self, X: object, training: bool = False, full: bool = False) -> np.ndarray:
         """``X`` checked against the model (real prompts ``(n, d, c)`` or integer tokens
         ``(n, c)`` in ``0..V-1``; float arrays of whole numbers count as tokens), and the
         parameters' shapes; then ``MemoryError`` naming the sizes when the step cannot fit."""
@@ -260,7 +253,7 @@ class AttentionStack:
             if self.scores != "linear":
                 why = "mask='exclude-last' leaves no key for a single token"
             raise ValueError(f"X: expected c >= 2 tokens ({why}), received shape {X.shape}")
-        self.check_fits(n, c, training)
+        self.check_fits(n, c, training, full)
         return X
 
     def _tokens(self, T: object) -> np.ndarray:
@@ -295,9 +288,11 @@ class AttentionStack:
             return sign_labels("y", y, n)
         return class_labels("y", y, n, self.n_classes)
 
-    def check_fits(self, n: int, c: int, training: bool = True) -> None:
+    def check_fits(self, n: int, c: int, training: bool = True, full: bool = False) -> None:
         """``MemoryError`` naming the sizes when a step (``training``) or an evaluation on ``n``
-        prompts of ``c`` tokens cannot fit in the available memory."""
+        prompts of ``c`` tokens cannot fit in the available memory; ``full``: every layer's
+        every query (the attention weights), where a readout of the last token needs only the
+        top layer's last one."""
         check_stack_fits(
             n,
             self.d,
@@ -308,6 +303,10 @@ class AttentionStack:
             training=training,
             threads=num_threads(),
             rank=(self.rank or self.d) if self.positions == "relative-key" else 0,
+            layernorm=self.layernorm,
+            last_query=self.readout == "last" and not full,
+            linear=self.scores == "linear",
+            vocab=self.vocab if self.readout == "tokens" else 0,
         )
 
     def _diagnose(self, X: np.ndarray) -> None:
@@ -388,11 +387,13 @@ class AttentionStack:
 
     def attention_weights(self, X: np.ndarray, **inputs: Any) -> list[np.ndarray]:
         """Each layer's weights ``S (n, h, c, c)`` indexed ``[.., s, t]`` (keys, then queries):
-        the softmax, or the linear form's masked scores divided by ``c - 1``."""
-        X = self._inputs(X)
+        the softmax, or the linear form's masked scores divided by ``c - 1`` (views of the
+        layers' arrays, which hold the heads as columns: not C-contiguous)."""
+        X = self._inputs(X, full=True)
         caches = self._run(X, full=True)[2]
-        weights = [np.ascontiguousarray(hc.weights) for _, hc in caches]
-        if not all(np.isfinite(S).all() for S in weights):
+        weights = [hc.weights for _, hc in caches]
+        # a softmax is finite (it raises otherwise); linear scores may have overflowed
+        if self.scores == "linear" and not all(np.isfinite(np.sum(S)) for S in weights):
             self._diagnose(X)
         return weights
 

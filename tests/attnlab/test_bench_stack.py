@@ -11,17 +11,20 @@ def test_bench_stack_at_tiny_sizes() -> None:
     pytest.importorskip("torch")
     result = bench_stack(n=4, d=4, c=5, layers=2, heads=2, repeats=2)
     assert result["max_rel_error"] < 1e-12
-    assert set(result["times"]) == {"attnlab", "torch"}
+    assert set(result["times"]) == {"attnlab", "torch", "torch_last_query"}
     assert all(len(v) == 2 and min(v) > 0 for v in result["times"].values())
     assert result["ratio"] == result["median"]["attnlab"] / result["median"]["torch"]
+    last = result["median"]["torch_last_query"]
+    assert result["ratio_last_query"] == result["median"]["attnlab"] / last
     assert result["sizes"] == {"n": 4, "d": 4, "c": 5, "layers": 2, "heads": 2, "mask": "causal"}
 
 
-@pytest.mark.parametrize("mask", [None, "exclude-last"])
-def test_the_torch_step_is_the_same_model(mask: str | None) -> None:
+@pytest.mark.parametrize("last_query", [False, True])
+@pytest.mark.parametrize("mask", [None, "exclude-last", "causal"])
+def test_the_torch_step_is_the_same_model(mask: str | None, last_query: bool) -> None:
     pytest.importorskip("torch")
     model, X, y = stack_problem(n=3, d=4, c=5, layers=3, heads=2, mask=mask, seed=1)
-    loss, grads = torch_stack_step(model, X, y)()
+    loss, grads = torch_stack_step(model, X, y, last_query)()
     ours = model.loss_and_grads(X, y)
     assert loss == pytest.approx(ours[0], rel=1e-13)
     for k, g in grads.items():

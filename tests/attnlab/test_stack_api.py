@@ -4,6 +4,8 @@ check, float32, and a clear error for every bad input."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from stack_reference import parse, problem
@@ -190,6 +192,43 @@ def test_memory_counts_the_weights_of_every_layer_and_head() -> None:
     assert sum(mem.stack_activation_bytes(20, 8, 16, 3, 4).values()) > training  # grows with n
     with pytest.raises(ValueError, match="heads: expected a positive integer, received 0"):
         mem.stack_activation_bytes(10, 8, 16, 3, 0)
+
+
+MEMORY_CASES = [
+    # row, n, d, c
+    ("L2 H4 self softmax causal prompts>last", 64, 16, 64),
+    ("L3 H2 self softmax causal relative ln tokens>tokens", 32, 16, 64),
+    ("L2 H2 kq softmax causal relative-key prompts>last r8", 32, 16, 64),
+    ("L2 H1 self linear exclude-last prompts>last squared", 64, 16, 64),
+    ("L2 H2 self softmax ln shared prompts>last", 2, 8, 512),  # blocks of one prompt
+]
+
+
+@pytest.mark.parametrize(("row", "n", "d", "c"), MEMORY_CASES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_estimate_bounds_the_measured_peak(row: str, n: int, d: int, c: int, threads: int):
+    model, X, y = problem(parse(row), seed=9, n=n, d=d, c=c, context=c)
+    options = {
+        "threads": threads,
+        "rank": model.rank or d if model.positions == "relative-key" else 0,
+        "layernorm": model.layernorm,
+        "linear": model.scores == "linear",
+        "vocab": model.vocab if model.readout == "tokens" else 0,
+    }
+    L, h = model.layers, model.heads
+    with attnlab.threads(threads):
+        for call, estimate in (
+            (lambda: model.loss_and_grads(X, y), mem.stack_activation_bytes(
+                n, d, c, L, h, last_query=model.readout == "last", **options)),
+            (lambda: model.attention_weights(X), mem.stack_activation_bytes(
+                n, d, c, L, h, training=False, **options)),
+        ):  # fmt: skip
+            call()  # warm-up: the pool's threads exist
+            tracemalloc.start()
+            call()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert peak <= sum(estimate.values()) <= 2 * peak
 
 
 def test_a_step_that_cannot_fit_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
