@@ -16,6 +16,10 @@ head and offset added to each key, with their scaling by ``1 / sqrt(r)``::
 
     scores_h[s, t] = (WK_h^T y_s + RK[h, t - s]) . (WQ_h^T y_t) / sqrt(r)
 
+(Edelman et al.'s code, ``mingpt/model_rpe.py``: ``(q k^T + q . wpe[t - s]) / sqrt(head size)``,
+an embedding of the offsets ``0..context-1`` drawn from ``normal(0, 0.02)``, so ``RK`` starts at
+that scale; ``r`` plays their head size.)
+
 Masked keys never see the bias, and offsets ``>= c`` get gradient 0.
 
 The heads are an axis, not a loop: the queries of every head are the columns of one matrix
@@ -54,6 +58,7 @@ from attnlab.blocks.attention import (
 )
 from mlp.contract import contract
 from mlp.threads import contract_by_prompts
+from mlp.validation import choice, positive
 
 #: The masks, the position options of the layer (absolute positions are added to the stack's
 #: input instead), the attentions and the score forms.
@@ -61,7 +66,6 @@ MASKS = (None, "causal", "exclude-last")
 POSITIONS = (None, "absolute", "relative", "relative-key")
 ATTENTIONS = ("self", "kq")
 SCORES = ("softmax", "linear")
-QUERIES = ("all", "last")
 
 #: Standard deviation of ``RK`` at initialization (Edelman et al.'s ``normal(0, 0.02)``).
 RK_INIT_STD = 0.02
@@ -160,7 +164,8 @@ class MultiHeadAttention:
     ``rank`` is ``r`` of ``"kq"`` (None: ``d``); ``positions`` other than ``"relative"`` and
     ``"relative-key"`` add nothing to the layer (absolute positions belong to the input).
     ``textbook=True`` swaps the exact softmax backward for the textbook one (comparisons only).
-    The options are trusted: the stack checks their combinations.
+    The options are checked here, once (``ValueError`` naming the option); the arrays given to
+    :meth:`forward` and :meth:`backward` are trusted.
     """
 
     def __init__(
@@ -173,13 +178,26 @@ class MultiHeadAttention:
         rank: int | None = None,
         textbook: bool = False,
     ) -> None:
-        self.heads = heads
-        self.attention = attention
-        self.scores = scores
-        self.mask = mask
+        self.heads = positive("heads", heads, integer=True)
+        self.attention = choice("attention", attention, ATTENTIONS)
+        self.scores = choice("scores", scores, SCORES)
+        self.mask = choice("mask", mask, MASKS)
+        choice("positions", positions, POSITIONS)
+        if positions in ("relative", "relative-key") and mask != "causal":
+            raise ValueError(
+                f"positions: {positions!r} needs mask='causal' (offsets t - s >= 0), "
+                f"received mask={mask!r}"
+            )
+        if positions == "relative-key" and attention != "kq":
+            raise ValueError(
+                f"positions: 'relative-key' adds a vector to the keys WK^T y, so it needs "
+                f"attention='kq', received attention={attention!r}"
+            )
+        if rank is not None and attention != "kq":
+            raise ValueError(f"rank: only attention='kq' has a rank, received rank={rank!r}")
+        self.rank = None if rank is None else positive("rank", rank, integer=True)
         self.positions = positions if positions in ("relative", "relative-key") else None
-        self.rank = rank
-        self.textbook = textbook
+        self.textbook = bool(textbook)
 
     def shapes(self, d: int, context: int | None) -> dict[str, tuple[int, ...]]:
         """The layer's parameters and shapes, in the order they are drawn."""
@@ -199,9 +217,11 @@ class MultiHeadAttention:
     ) -> dict[str, np.ndarray]:
         """Gaussian ``W``, ``WK``, ``WQ`` of standard deviation ``1/sqrt(d)`` (scores of order
         one), ``V`` of ``1/sqrt(h d)`` (the heads' sum of order one), ``RK`` of 0.02; ``R`` 0."""
-        std = {"V": 1 / np.sqrt(self.heads * d), "RK": RK_INIT_STD, "R": 0.0}
+        std = {"V": 1 / np.sqrt(self.heads * d), "RK": RK_INIT_STD}
         return {
-            k: (std.get(k, 1 / np.sqrt(d)) * rng.standard_normal(shape)).astype(dtype)
+            k: np.zeros(shape, dtype)
+            if k == "R"
+            else (std.get(k, 1 / np.sqrt(d)) * rng.standard_normal(shape)).astype(dtype)
             for k, shape in self.shapes(d, context).items()
         }
 

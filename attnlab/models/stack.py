@@ -116,9 +116,10 @@ class AttentionStack:
                 raise TypeError(f"{name}: expected True or False, received {flag!r}")
         self.layernorm, self.shared = bool(layernorm), bool(shared)
         self.textbook_backward = bool(textbook_backward)
-        if rank is not None and self.attention != "kq":
-            raise ValueError(f"rank: only attention='kq' has a rank, received rank={rank!r}")
-        self.rank = None if rank is None else positive("rank", rank, integer=True)
+        self.block = MultiHeadAttention(
+            self.heads, attention, scores, mask, positions, rank, self.textbook_backward
+        )
+        self.rank = self.block.rank
         self.context = None if context is None else positive("context", context, integer=True)
         self.vocab = None if vocab is None else positive("vocab", vocab, integer=True)
         self.n_classes = positive("n_classes", n_classes, integer=True)
@@ -126,29 +127,11 @@ class AttentionStack:
         self.dtype = float_dtype("dtype", dtype)
         self._check_combinations()
         self.loss = self._resolve_loss(loss)
-        self.block = MultiHeadAttention(
-            self.heads,
-            self.attention,
-            self.scores,
-            self.mask,
-            self.positions,
-            self.rank,
-            self.textbook_backward,
-        )
         self.params = self._init_params()
         self._shapes = {k: v.shape for k, v in self.params.items()}
 
     def _check_combinations(self) -> None:
-        if self.positions in ("relative", "relative-key") and self.mask != "causal":
-            raise ValueError(
-                f"positions: {self.positions!r} needs mask='causal' (offsets t - s >= 0), "
-                f"received mask={self.mask!r}"
-            )
-        if self.positions == "relative-key" and self.attention != "kq":
-            raise ValueError(
-                f"positions: 'relative-key' adds a vector to the keys WK^T y, so it needs "
-                f"attention='kq', received attention={self.attention!r}"
-            )
+        """The options the layer does not check (it checked masks, positions and rank)."""
         if self.positions is not None and self.context is None:
             raise ValueError(
                 f"context: positions={self.positions!r} needs the longest prompt length "
@@ -221,9 +204,10 @@ class AttentionStack:
     # --- the edge: every public method checks its inputs here, once ------------------------
 
     def _inputs(self, X: object, training: bool = False, full: bool = False) -> np.ndarray:
-        """``X`` checked against the model (real prompts ``(n, d, c)`` or integer tokens
-        ``(n, c)`` in ``0..V-1``; float arrays of whole numbers count as tokens), and the
-        parameters' shapes; then ``MemoryError`` naming the sizes when the step cannot fit."""
+        """``X`` checked against the model (real prompts ``(n, d, c)``, then in the model's
+        dtype, or integer tokens ``(n, c)`` in ``0..V-1``; float arrays of whole numbers count
+        as tokens), and the parameters' shapes; then ``MemoryError`` naming the sizes when the
+        step cannot fit."""
         for k, shape in self._shapes.items():
             p = self.params.get(k)
             if not isinstance(p, np.ndarray) or p.shape != shape or p.dtype.kind != "f":
@@ -243,6 +227,7 @@ class AttentionStack:
                 raise ValueError(
                     f"X: expected prompts of shape (n >= 1, d={self.d}, c >= 1), received {X.shape}"
                 )
+            X = X.astype(self.dtype, copy=False)  # computed in the model's dtype
         if self.context is not None and c > self.context:
             raise ValueError(
                 f"X: expected at most context={self.context} tokens per prompt, received {c} "

@@ -4,15 +4,15 @@ the PyTorch one (speed itself is measured by running the benchmark, not asserted
 import numpy as np
 import pytest
 
-from attnlab.bench_stack import bench_stack, stack_problem, time_alternating, torch_stack_step
+from attnlab.bench_stack import bench_stack, stack_problem, torch_stack_step
 
 
 def test_bench_stack_at_tiny_sizes() -> None:
     pytest.importorskip("torch")
-    result = bench_stack(n=4, d=4, c=5, layers=2, heads=2, repeats=2)
+    result = bench_stack(n=4, d=4, c=5, layers=2, heads=2, repeats=1)
     assert result["max_rel_error"] < 1e-12
     assert set(result["times"]) == {"attnlab", "torch", "torch_last_query"}
-    assert all(len(v) == 2 and min(v) > 0 for v in result["times"].values())
+    assert all(len(v) == 1 and min(v) > 0 for v in result["times"].values())
     assert result["ratio"] == result["median"]["attnlab"] / result["median"]["torch"]
     last = result["median"]["torch_last_query"]
     assert result["ratio_last_query"] == result["median"]["attnlab"] / last
@@ -29,10 +29,3 @@ def test_the_torch_step_is_the_same_model(mask: str | None, last_query: bool) ->
     assert loss == pytest.approx(ours[0], rel=1e-13)
     for k, g in grads.items():
         np.testing.assert_allclose(ours[1][k], g, rtol=1e-11, atol=1e-14 * np.abs(g).max())
-
-
-def test_time_alternating_takes_turns() -> None:
-    order = []
-    times = time_alternating({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3)
-    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
-    assert order[-1] in "ab"

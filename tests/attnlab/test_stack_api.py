@@ -248,15 +248,21 @@ def test_a_step_that_cannot_fit_is_refused_in_one_line(monkeypatch: pytest.Monke
     model.forward(X)  # small: fits
 
 
-def test_float32_stays_float32() -> None:
-    model = AttentionStack(D, layers=2, heads=3, mask="causal", positions="relative",
-                           context=CONTEXT, layernorm=True, dtype=np.float32)  # fmt: skip
-    X = np.random.default_rng(6).standard_normal((N, D, C)).astype(np.float32)
-    y = np.array([1.0, -1.0, 1.0])
-    _, grads = model.loss_and_grads(X, y)
-    assert model.forward(X).dtype == np.float32
-    assert all(g.dtype == np.float32 for g in grads.values())
-    assert model.attention_weights(X)[1].dtype == np.float32
+@pytest.mark.parametrize(
+    "row",
+    ["L2 H3 self softmax causal relative ln prompts>last", "L2 H2 kq linear causal relative-key "
+     "ln shared tokens>tokens"],
+)  # fmt: skip
+def test_float32_stays_float32(row: str) -> None:
+    """A float32 model computes in float32, from float32 or float64 prompts."""
+    kwargs = parse(row)
+    model = AttentionStack(D, context=CONTEXT, dtype=np.float32, **kwargs)
+    _, X, y = problem(kwargs, seed=6)
+    for given in (X, X.astype(np.float32)) if model.vocab is None else (X,):
+        _, grads = model.loss_and_grads(given, y)
+        assert model.forward(given).dtype == np.float32
+        assert {k: g.dtype for k, g in grads.items()} == {k: np.float32 for k in model.params}
+        assert model.attention_weights(given)[1].dtype == np.float32
 
 
 # --- errors -----------------------------------------------------------------------------------

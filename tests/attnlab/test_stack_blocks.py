@@ -123,3 +123,20 @@ def test_the_linear_form_takes_a_bias_and_a_mask() -> None:
     check_vjp(lambda X, Q, bias: attend_linear(X, Q, 0.2, bias, mask)[0],
               {"X": X, "Q": Q, "bias": bias}, dOut, {"X": dX, "Q": dQ, "bias": dB})  # fmt: skip
     assert np.all(dB[mask == 0] == 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"heads": 0}, r"heads: expected a positive integer, received 0"),
+        ({"attention": "cross"}, r"attention: expected one of 'self', 'kq', received 'cross'"),
+        ({"mask": "future"}, r"mask: expected one of None, 'causal', 'exclude-last', received"),
+        ({"positions": "relative"}, r"positions: 'relative' needs mask='causal'"),
+        ({"positions": "relative-key", "mask": "causal"}, r"needs attention='kq', received"),
+        ({"rank": 2}, r"rank: only attention='kq' has a rank, received rank=2"),
+        ({"rank": 0, "attention": "kq"}, r"rank: expected a positive integer, received 0"),
+    ],
+)
+def test_a_study_building_a_layer_gets_its_options_checked(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MultiHeadAttention(**kwargs)
