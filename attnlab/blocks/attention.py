@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlp.contract import contract
-from mlp.numerics import softmax_backward, softmax_with_argmax
+from mlp.numerics import softmax_backward_unchecked, softmax_with_argmax_unchecked
 from mlp.threads import map_blocks, prompt_blocks
 from mlp.validation import as_float_array, check_finite, check_nonempty, positive
 
@@ -121,7 +121,7 @@ def attend(
         scores = attention_scores(X[b], Q if Q.ndim == 2 else Q[b])
         if bias is not None:
             scores += bias if bias.ndim == 2 else bias[b]
-        Sb, top[b] = softmax_with_argmax(scores, axis=1, overwrite=True)
+        Sb, top[b] = softmax_with_argmax_unchecked(scores, axis=1, overwrite=True)
         S[b] = Sb
         out[b] = contract("n d c, n c j -> n d j", X[b], Sb)
 
@@ -198,7 +198,7 @@ def attend_bias_grads(
     # and so is a shared bias's dBias
     def block(b: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
         dS = contract("n d c, n d j -> n c j", X[b], dOut[b])  # (nb, c, 1) for a broadcast dOut
-        dScores = softmax_backward(
+        dScores = softmax_backward_unchecked(
             S[b], dS, axis=1, top=None if top is None else top[b], overwrite=True
         )
         if dX is not None:

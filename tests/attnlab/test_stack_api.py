@@ -337,7 +337,7 @@ def test_bad_inputs_are_refused_naming_them(model, X, y, message: str) -> None:
 
 
 def test_tokens_given_as_whole_floats_are_accepted() -> None:
-    """The engine's data sets hold ``X`` as floats: whole numbers count as tokens."""
+    """Tokens given as whole floats (say, read back from a float array) count as tokens."""
     T = np.random.default_rng(7).integers(0, V, size=(N, C))
     y = np.roll(T, -1, axis=1)
     assert TOKENS.loss_and_grads(T.astype(float), y)[0] == TOKENS.loss_and_grads(T, y)[0]

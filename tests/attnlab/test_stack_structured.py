@@ -9,6 +9,7 @@ engine's ``trainable``.
    With ``B = 0`` and ``A_l = -a_l I`` the prediction is ``L`` steps of gradient descent.
 2. An ``AttentionStack`` whose first layer scores by position only: ``W0`` fixed at 0 (left out
    of ``trainable``), ``R0`` learned.
+3. The stack with a readout at every token on the engine's token stream (``repeated-tokens``).
 
 Both train a few steps through ``mlp.train.Trainer`` and have their gradients checked by central
 differences.
@@ -20,8 +21,9 @@ import numpy as np
 import pytest
 from gradcheck import check_gradient
 
-from attnlab import AttentionStack
+from attnlab import AttentionStack, make_task
 from attnlab.blocks.heads import MultiHeadAttention
+from attnlab.induction import induction_score
 from mlp.train import SGD, Adam, Dataset, Trainer
 
 
@@ -152,3 +154,22 @@ def test_a_positional_first_layer_learns_R_with_W_frozen_at_zero(optimizer: type
     for k in ("R0", "W0", "V0", "E", "W1"):
         check_gradient(lambda _: model.loss_and_grads(T, y)[0], model.params[k], grads[k],
                        name=k, max_entries=12)  # fmt: skip
+
+
+def test_the_stack_trains_on_the_repeated_tokens_stream_through_the_engine() -> None:
+    """Token sequences ``(n, c)`` and next-token targets ``(n, c)`` from the task's stream, the
+    readout at every token; the snapshots are every layer's weights, which the induction probe
+    reads."""
+    task = make_task("repeated-tokens", vocab=8, context=12, batch_size=32, n_test=64)
+    model = AttentionStack(16, layers=2, heads=1, mask="causal", positions="relative", context=12,
+                           vocab=8, readout="tokens", layernorm=True, seed=1)  # fmt: skip
+    trainer = Trainer(model, Adam(), task.train, steps=60, lr=0.01, test=task.test, eval_every=30,
+                      snapshot=task.test.subset(np.arange(4)), progress=False)  # fmt: skip
+    history = trainer.run()
+    assert [r["step"] for r in history.rows] == [0, 30, 60]
+    assert history.last["test_loss"] < history.rows[0]["test_loss"]
+    assert 0 <= history.last["test_accuracy"] <= 1
+    assert [s.shape for s in history.snapshots] == [(4, 2, 1, 12, 12)] * 3
+    S1 = model.attention_weights(task.test.X)[1]
+    score = induction_score(S1, task.test.X)
+    assert score.shape == (1,) and 0 <= score[0] <= 1
