@@ -15,8 +15,13 @@ identity ``E[g F(g)] = E[F'(g)]`` for the Gaussian entries of ``X``: with ``W = 
                + sum over the factors T_q of F of 2q E[T_{k+q-1} F / T_q]
 
 (``F`` a product of traces): every term has total degree one less, so the recursion ends at the
-empty product, 1. The rates are a multiset (``p`` does not depend on their order); the optimum
-is found by BFGS from many starts (:func:`optimal_rates`) and reported sorted.
+empty product, 1. The rates are a multiset (``p`` does not depend on their order). Over all
+``p`` of degree ``<= L`` with ``p(0) = 1`` the loss ``c^T H c`` (``H_ij = E tr(S^{i+j})``) is a
+convex quadratic in the coefficients: one rational linear solve gives the global optimum
+(:func:`optimal_polynomial`), whose roots are real and positive, the reciprocals of the optimal
+rates (:func:`optimal_rates`, sorted); :func:`search_rates` finds them again by BFGS from many
+starts. The derivations, the table at ``d = 5``, ``N = 20`` and the comparison with the
+authors' plots are in ``docs/icl_depth.md``.
 
 **Other covariances.** For ``x ~ N(0, Sigma)`` and ``w* ~ N(0, Omega)``, GD preconditioned by
 ``Sigma^-1`` (``A_l = -a_l Sigma^-1``) is plain GD on the whitened prompt (``x' = Sigma^-1/2 x``,
