@@ -60,6 +60,7 @@ LIBRARY = [
     ("n e, d e -> n d", "A h or W e_q per prompt"),
     ("n d, d e -> n e", "(S v)^T W per prompt"),
     ("n d, n d -> n", "x_q^T h per prompt"),
+    ("n d c, n d -> n c", "the examples' predictions X w per prompt"),
 ]
 # shapes a matrix product allows beyond those: each still one matmul, no transpose
 GENERAL = [

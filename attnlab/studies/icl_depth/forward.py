@@ -52,10 +52,10 @@ def _layer(Z: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """One layer on ``Z (n, d+1, N+1)``: ``Z + (1/N) P Z M (Z^T Q Z)``."""
     d, N = A.shape[0], Z.shape[2] - 1
     keys = Z[:, :, :N]  # (n, d+1, N)
-    Ax = contract("e f, n f j -> n e j", A, Z[:, :d])  # A x_t      (n, d, N+1)
-    scores = contract("n e c, n e j -> n c j", keys[:, :d], Ax)  # x_s^T A x_t (n, N, N+1)
-    values = np.concatenate([contract("e f, n f c -> n e c", B, keys[:, :d]), keys[:, d:]], 1)
-    return Z + contract("n e c, n c j -> n e j", values, scores) / N
+    Ax = contract("e d, n d j -> n e j", A, Z[:, :d])  # A x_t      (n, d, N+1)
+    scores = contract("n d c, n d j -> n c j", keys[:, :d], Ax)  # x_s^T A x_t (n, N, N+1)
+    values = np.concatenate([contract("e d, n d c -> n e c", B, keys[:, :d]), keys[:, d:]], 1)
+    return Z + contract("n d c, n c j -> n d j", values, scores) / N
 
 
 def stack_forward(Z: object, A: object, B: object) -> np.ndarray:
@@ -77,18 +77,17 @@ def stack_predict(Z: object, A: object, B: object) -> np.ndarray:
 
 def gd_predict(Z: object, P: object) -> np.ndarray:
     """``x_q^T w_L (n,)``: L steps ``w <- w + (P_l / N) X^T (X w - y)`` from ``w = 0`` on each
-    prompt of ``Z (n, d+1, N+1)``, ``P (L, d, d)``. Per prompt, with ``S = X^T X / N`` and
-    ``h = X^T y / N``: ``w <- w + P_l (S w - h)``."""
+    prompt of ``Z (n, d+1, N+1)``, ``P (L, d, d)``."""
     Z = _prompts(Z)
     d = Z.shape[1] - 1
     P = _layers("P", P, d)
     x, y, x_q = Z[:, :d, :-1], Z[:, d, :-1], Z[:, :d, -1]
     N = x.shape[2]
-    S = contract("n d c, n e c -> n d e", x, x) / N
-    h = contract("n d c, n c -> n d", x, y) / N
-    w = np.zeros_like(h)
+    w = np.zeros((Z.shape[0], d))
     for P_l in P:
-        w = w + contract("n e, d e -> n d", contract("n d e, n e -> n d", S, w) - h, P_l)
+        residual = contract("n d c, n d -> n c", x, w) - y  # X w - y       (n, N)
+        grad = contract("n d c, n c -> n d", x, residual) / N  # X^T (X w - y) / N
+        w = w + contract("n e, d e -> n d", grad, P_l)
     return contract("n d, n d -> n", x_q, w)
 
 
