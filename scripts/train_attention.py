@@ -10,7 +10,7 @@ params.npz, snapshots.npz (attention weights of a few fixed test prompts during 
 checkpoint.npz (written every --checkpoint-every steps: `--resume RUN_DIR` continues from it),
 curves.png, attention_map.png, attention_over_training.png and, last, metrics.json (with
 stop_reason). Redraw the figures with scripts/plot_attention.py RUN_DIR. Exit statuses:
-mlp/train/cli.py and the README.
+mlp/train/cli.py and docs/robustness.md.
 """
 
 from __future__ import annotations
