@@ -6,6 +6,7 @@ conventions."""
 import numpy as np
 import pytest
 
+from attnlab.models.stack import AttentionStack
 from attnlab.studies.icl_depth import forward, prompts, theory
 from mlp.train.data import Stream
 
@@ -199,3 +200,20 @@ def test_the_stack_is_equivariant_under_whitening() -> None:
 def test_model_errors_name_the_argument(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_the_attention_stack_with_these_blocks_is_this_model() -> None:
+    """The stack's linear form with the query excluded from the keys, ``W{l} = Q_l``,
+    ``V{l} = P_l`` and the head ``v = -e_d``, predicts ``-Z_L[d, N]`` as this model does."""
+    L = 3
+    Z = prompts.train_batch(0, 0, n=40, covariance="rotated").X
+    A, B = _params(L, 7, scale=0.2)  # neither symmetric
+    stack = AttentionStack(D + 1, layers=L, scores="linear", mask="exclude-last", loss="squared")
+    for l in range(L):
+        Q, P = np.zeros((D + 1, D + 1)), np.zeros((D + 1, D + 1))
+        Q[:D, :D], P[:D, :D], P[D, D] = A[l], B[l], 1.0
+        stack.params[f"W{l}"], stack.params[f"V{l}"] = Q[None], P[None]
+    stack.params["v"] = -np.eye(D + 1)[:, D:]
+    np.testing.assert_allclose(
+        stack.forward(Z)[:, 0], forward.stack_predict(Z, A, B), rtol=1e-12, atol=1e-12
+    )
