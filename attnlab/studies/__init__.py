@@ -24,5 +24,6 @@ EXPERIMENTS = {
     "mlp": "mlp.experiment",
     "max-margin": "attnlab.studies.max_margin",
     "icl": "attnlab.studies.icl",
+    "icl-depth": "attnlab.studies.icl_depth",
     "stack": "attnlab.studies.stack",
 }
