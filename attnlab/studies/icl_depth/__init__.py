@@ -9,6 +9,8 @@ descent. A study (:data:`NAME`, :data:`DEFAULTS`, :func:`resolve`, :func:`run_ex
   preconditioned gradient descent on the prompt's least squares;
 - :mod:`.theory`: the exact population loss of L steps of GD, its optimal rates, the one-layer
   closed forms and the distance to identity;
+- :mod:`.optimizers`: Adam then SGD, LAMB's layer-wise trust ratio, and any optimizer in
+  coordinates whitened by the training prompts' second moment;
 - :mod:`.experiment`: one run, the model (:class:`attnlab.models.regression_stack.
   RegressionStack`, built from the stack's layer) trained on fresh prompts, its run folder;
 - :mod:`.report`: every variant, covariance, L and seed through the one sweep, then
@@ -25,7 +27,10 @@ from attnlab.studies.icl_depth.experiment import (
     prepare,
     resolve,
     run_experiment,
+    schedule,
+    switch_step,
 )
+from attnlab.studies.icl_depth.optimizers import AdamThenSGD, Trust, Whitened, second_moment
 from attnlab.studies.icl_depth.report import (
     LAYERS,
     SETTINGS,
@@ -46,6 +51,9 @@ __all__ = [
     "SETTINGS",
     "TARGETS",
     "VARIANTS",
+    "AdamThenSGD",
+    "Trust",
+    "Whitened",
     "checks",
     "gd_optimal",
     "make_model",
@@ -55,4 +63,7 @@ __all__ = [
     "reproduce",
     "resolve",
     "run_experiment",
+    "schedule",
+    "second_moment",
+    "switch_step",
 ]
