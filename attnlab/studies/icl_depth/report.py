@@ -22,9 +22,33 @@ from mlp.validation import check_seed
 #: reach the prediction).
 LAYERS = {"full": (2, 3, 4), "gd": (1, 2, 3, 4)}
 #: The options of each variant's runs in the reproduction (the rest: :data:`.DEFAULTS`).
+#: ``gd``: the study's defaults; ``full``: Adam to the end with the authors' betas, LAMB's
+#: trust ratio and the mean of the last 60% of the iterates (see ``docs/icl_depth.md``).
 SETTINGS: dict[str, dict[str, Any]] = {
-    "full": {"steps": 8000, "batch_size": 500, "lr": 0.05, "beta1": 0.99, "beta2": 0.9},
-    "gd": {"steps": 4000, "batch_size": 500, "lr": 0.1, "beta1": 0.9, "beta2": 0.999},
+    "full": {
+        "steps": 8000,
+        "batch_size": 500,
+        "lr": 0.006,
+        "beta1": 0.99,
+        "beta2": 0.9,
+        "clip_norm": 0.01,
+        "sgd_from": None,
+        "average": 0.4,
+        "whiten": True,
+        "trust": True,
+    },
+    "gd": {
+        "steps": 6000,
+        "batch_size": 500,
+        "lr": 0.1,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "clip_norm": 0.01,
+        "sgd_from": 0.4,
+        "sgd_lr": 0.002,
+        "average": 0.7,
+        "whiten": True,
+    },
 }
 #: The issue's thresholds (see :func:`checks`).
 TARGETS = {
@@ -165,9 +189,11 @@ def checks(
     details: Sequence[Mapping[str, Any]], optimal: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """Every check of the issue, per run: ``{"check", "variant", "covariance", "layers",
-    "seed", "value", "target", "ok"}``. The loss of a ``gd`` run is held against the optimal GD
-    steps on the same test prompts (``gd_same_prompts``: the test prompts' sampling error cancels);
-    the exact optimum is in ``results.json``."""
+    "seed", "value", "target", "ok"}``. The loss of a ``gd`` run at ``L >= 2`` is its
+    ``population_loss`` (the exact loss of its learned rates plus a small Monte Carlo correction,
+    see :func:`.measure`) held against the exact optimum; the test loss on 100,000 prompts has a
+    standard error of several percent at ``L = 4``. A ``full`` run is held against the optimal GD
+    steps on its own test prompts."""
     t = TARGETS
     rates = {o["layers"]: np.array(o["a"]) for o in optimal}
     exact = {o["layers"]: o["loss"] for o in optimal}
@@ -192,9 +218,9 @@ def checks(
             gap = abs(m["test_loss"] / exact[1] - 1)
             add("|loss / 1.1538 - 1|", m, gap, t["one_layer_loss"], gap <= t["one_layer_loss"])
         if m["variant"] == "gd" and L >= 2:
-            ratio = abs(m["test_loss"] / m["gd_same_prompts"] - 1)
+            ratio = abs(m["population_loss"] / exact[L] - 1)
             lim = t["gd_loss"].get(L, t["gd_loss"][4])
-            add("|loss / optimal GD steps - 1|", m, ratio, lim, ratio <= lim)
+            add("|population loss / optimal GD steps - 1|", m, ratio, lim, ratio <= lim)
             worst = max(m["dist_A"])
             add("max dist_A", m, worst, t["gd_dist_A"], worst <= t["gd_dist_A"])
             rel = float(np.max(np.abs(np.sort(m["a"]) / rates[L] - 1)))
@@ -215,6 +241,10 @@ def checks(
                 add("max dist_A, dist_B", m, worst, t["full_L3_dist"],
                     worst <= t["full_L3_dist"])  # fmt: skip
     return out
+
+
+def _ratio(value: float | None, reference: float) -> str:
+    return "-" if value is None else f"{value / reference:.4f}"
 
 
 def _fmt(values: Sequence[float] | None, spec: str = ".3f") -> str:
@@ -249,14 +279,14 @@ def results_markdown(
         "## Runs",
         "",
         "| variant | covariance | L | seed | test loss (+- se) | optimal GD steps, same prompts "
-        "| test / exact optimum | a | dist_A | b | dist_B | wall s |",
+        "| population loss / exact optimum | a | dist_A | b | dist_B | wall s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in details:
         lines.append(
             f"| {m['variant']} | {m['covariance']} | {m['L']} | {m['seed']} | "
             f"{m['test_loss']:.5g} +- {m['test_loss_se']:.2g} | {m['gd_same_prompts']:.5g} | "
-            f"{m['test_loss'] / m['gd_optimal_loss']:.4f} | "
+            f"{_ratio(m.get('population_loss'), m['gd_optimal_loss'])} | "
             f"{_fmt(m['a'])} | {_fmt(m['dist_A'])} | {_fmt(m['b'])} | {_fmt(m['dist_B'])} | "
             f"{m['wall_s']:.0f} |"
         )
@@ -266,8 +296,11 @@ def results_markdown(
         "",
         f"## Checks: {len(found) - len(bad)} of {len(found)} hold",
         "",
-        "The loss of a trained `gd` stack is held against the optimal GD steps on the same test "
-        "prompts (their sampling error cancels; the exact optimum is in the table above).",
+        "The loss of a trained `gd` stack is its population loss: the exact loss of its learned "
+        "rates `a` plus the Monte Carlo mean, on the test prompts, of its squared error minus "
+        "that of those scalar steps (small: the matrices are near multiples of the identity), "
+        "held against the exact optimum. A trained `full` stack is held against the optimal GD "
+        "steps on its own test prompts.",
         "",
         "| check | variant | covariance | L | seed | value | target | holds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
