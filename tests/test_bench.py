@@ -147,6 +147,16 @@ def test_only_runs_one_part(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.glob("*.png")) == ["mlp.png"]
 
 
+def test_quiet_reruns_disturbed_rounds_from_the_script(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _run(
+        "--quick-test", "--only", "threads", "--no-torch", "--quiet", "1e-9", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    rounds = json.loads((out / "bench.json").read_text())["threads"]["rounds"]
+    assert rounds["kept"] == 1 and 1 <= rounds["rounds"] <= 3
+
+
 def test_research_without_torch_times_the_library_alone(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = _run("--quick-test", "--only", "research", "--no-torch", "--out", str(out))
@@ -506,6 +516,25 @@ def test_tables_are_markdown_with_one_cell_per_column() -> None:
 
 def test_times_are_written_with_three_significant_digits() -> None:
     assert [report.ms(t) for t in (0.062, 0.0008, 0.000052)] == ["62.0 ms", "0.80 ms", "0.052 ms"]
+
+
+def test_the_report_warns_when_other_processes_kept_the_cores_busy() -> None:
+    machine = {
+        "cores": 2,
+        "cpu": "cpu",
+        "python": "3",
+        "numpy": "2",
+        "numpy_blas": {},
+        "attnlab_threads": 2,
+    }
+    toy = Part(lambda opts: {}, lambda res, path: None, lambda res: ["toy"])
+    for load, warned in ((0.1, False), (0.6, True)):
+        results = {"machine": machine, "toy": {"rows": [{"rounds": {"other_load_median": load}}]}}
+        lines = report.report(results, {"toy": toy})
+        assert (
+            any(line.startswith("warning: other processes used up to 60%") for line in lines)
+            == warned
+        )
 
 
 def test_research_rows_describe_the_model_and_update() -> None:

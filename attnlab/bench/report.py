@@ -29,6 +29,8 @@ TARGETS = {
 }
 
 
+#: The share of the cores other processes may use during a timing before the report warns.
+BUSY = 0.25
 #: How the research table writes the optimizers' names.
 OPTIMIZER_NAMES = {"sgd": "SGD", "ngd": "normalized GD", "adam": "Adam"}
 
@@ -354,8 +356,19 @@ def machine_text(m: Mapping[str, Any]) -> str:
     return text
 
 
+def busiest_load(results: Any) -> float:
+    """The largest ``other_load_median`` anywhere in ``results`` (0 when none was measured)."""
+    if isinstance(results, Mapping):
+        own = results.get("other_load_median", 0.0)
+        return max([own, *(busiest_load(v) for v in results.values())])
+    if isinstance(results, list):
+        return max([0.0, *(busiest_load(v) for v in results)])
+    return 0.0
+
+
 def report(results: Mapping[str, Any], parts: Mapping[str, Part]) -> list[str]:
-    """The report's lines: the machine, each measured part's lines, the target checks."""
+    """The report's lines: the machine, each measured part's lines, the target checks, and a
+    warning when other processes kept more than :data:`BUSY` of the cores during a timing."""
     lines = [machine_text(results["machine"])]
     for name, part in parts.items():
         if name in results:
@@ -367,4 +380,12 @@ def report(results: Mapping[str, Any], parts: Mapping[str, Part]) -> list[str]:
                 f"  {name:<34} {t['value']:.2f} (target {t['op']} {t['limit']}): "
                 + ("met" if t["met"] else "MISSED")
             )
+    load = busiest_load({name: results[name] for name in parts if name in results})
+    if load > BUSY:
+        lines += [
+            "",
+            f"warning: other processes used up to {load:.0%} of the cores during the kept "
+            "rounds (median of a timing); on a machine this busy the ratios, above all those "
+            "at the default thread count, are not reliable: run again on a quiet machine",
+        ]
     return lines
