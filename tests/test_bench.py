@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image
 import numpy as np
@@ -270,10 +271,11 @@ def test_autorange_picks_samples_of_at_least_0_2_s_with_the_collector_on() -> No
 def test_quiet_rounds_rerun_the_disturbed_ones_and_keep_the_quietest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Other processes' load per round (faked): 0.5, 0.0, 0.9, 0.05, 0.3, 0.2 ... with
-    ``quiet=0.1`` the rounds run until two are quiet (the 2nd and 4th), and those are kept."""
+    """Other processes' load per round (faked, with a fake wall clock, so that a busy machine
+    running the test does not change it): 0.5, 0.0, 0.9, 0.05, 0.3, 0.2 ... with ``quiet=0.1``
+    the rounds run until two are quiet (the 2nd and 4th), and those are kept."""
     loads = iter([0.0, 0.5, 0.0, 0.9, 0.05, 0.3, 0.2, 0.4])  # the first: the warm-up call
-    clock = {"busy": 0.0, "own": 0.0}
+    clock = {"busy": 0.0, "own": 0.0, "wall": 0.0}
     calls = []
 
     def fake_busy() -> tuple[float, float]:
@@ -282,13 +284,15 @@ def test_quiet_rounds_rerun_the_disturbed_ones_and_keep_the_quietest(
     def step() -> None:
         calls.append(len(calls))
         clock["busy"] += next(loads) * (os.cpu_count() or 1) * 0.01  # others, during 10 ms
-        time.sleep(0.01)
+        clock["wall"] += 0.01
 
     monkeypatch.setattr(timing, "busy_seconds", fake_busy)
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock["wall"]))
     result = timing.time_round_robin({"step": step}, repeats=2, autorange=False, quiet=0.1)
     assert result.rounds == 4 == len(calls) - 1  # one warm-up call, then 4 rounds
     assert len(result.times["step"]) == 2
-    assert result.other_load == pytest.approx([0.0, 0.05], abs=0.03)
+    assert result.other_load == pytest.approx([0.0, 0.05], abs=1e-12)
+    monkeypatch.undo()
     none_quiet = timing.time_round_robin(
         {"step": lambda: time.sleep(0.001)}, repeats=2, autorange=False, quiet=1e-9
     )
