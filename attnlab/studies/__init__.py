@@ -23,4 +23,6 @@ EXPERIMENTS = {
     "attention": "attnlab.studies.attention",
     "mlp": "mlp.experiment",
     "max-margin": "attnlab.studies.max_margin",
+    "icl": "attnlab.studies.icl",
+    "stack": "attnlab.studies.stack",
 }
