@@ -61,6 +61,7 @@ LIBRARY = [
     ("n e, d e -> n d", "A h or W e_q per prompt"),
     ("n d, d e -> n e", "(S v)^T W per prompt"),
     ("n d, n d -> n", "x_q^T h per prompt"),
+    ("n d c, n d -> n c", "in-context regression with depth: the examples' predictions X w"),
     # the attention stack (k: a merged axis of heads and features)
     ("k d, n d t -> n k t", "every head's queries A' Y (or WQ^T Y) as one matrix"),
     ("e k, n k t -> n e t", "out = V' P: the heads' outputs summed"),
