@@ -389,8 +389,12 @@ class SavedRun:
 
 
 def is_stack_run(run_dir: str | Path) -> bool:
-    """Whether ``run_dir``'s ``config.json`` says it holds a run of this experiment."""
-    return read_json(Path(run_dir) / "config.json").get("experiment") == NAME
+    """Whether ``run_dir``'s ``config.json`` says it holds a run of this experiment (False when
+    it has none, or none that reads: the caller's own loading then names what is wrong)."""
+    try:
+        return read_json(Path(run_dir) / "config.json").get("experiment") == NAME
+    except (OSError, ValueError):
+        return False
 
 
 def load(run_dir: str | Path) -> SavedRun:
