@@ -91,7 +91,6 @@ def test_an_install_ships_every_package() -> None:
     """A non-editable install holds every package of the source tree (a fixed list of top
     packages would leave the subpackages out)."""
     import tomllib
-
     from setuptools import find_packages
 
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
