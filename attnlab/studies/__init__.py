@@ -23,4 +23,7 @@ EXPERIMENTS = {
     "attention": "attnlab.studies.attention",
     "mlp": "mlp.experiment",
     "max-margin": "attnlab.studies.max_margin",
+    "svm-kq": "attnlab.studies.svm_kq",
+    "svm-multi-token": "attnlab.studies.svm_multi_token",
+    "svm-rank": "attnlab.studies.svm_rank",
 }

@@ -58,17 +58,26 @@ class NormalizedGD:
     """Normalized gradient descent: ``w <- w - lr * g / ||g||_F``.
 
     ``||g||`` is the Frobenius norm over all updated parameters together (``per_param=False``) or
-    of each parameter on its own (``per_param=True``: per-factor normalized GD). No epsilon is
-    added to the norm (it stalls the step once gradients get tiny); an exactly zero gradient
-    raises :class:`ZeroGradientError` naming the parameter.
+    of each parameter on its own (``per_param=True``: per-factor normalized GD). By default no
+    epsilon is added to the norm (it stalls the step once gradients get tiny); ``eps > 0`` makes
+    the step ``lr * g / (||g||_F + eps)``, PyTorch-style recipes' form (Tarzanagh et al.'s
+    ``(K, Q)`` runs use ``eps`` = float64's machine epsilon). An exactly zero gradient raises
+    :class:`ZeroGradientError` naming the parameter.
     """
 
     name = "ngd"
 
-    def __init__(self, per_param: bool = False) -> None:
+    def __init__(self, per_param: bool = False, eps: float = 0.0) -> None:
         if not isinstance(per_param, (bool, np.bool_)):
             raise TypeError(f"per_param: expected True or False, received {per_param!r}")
+        if (
+            isinstance(eps, bool)
+            or not isinstance(eps, (int, float, np.integer, np.floating))
+            or not 0.0 <= eps < math.inf
+        ):
+            raise ValueError(f"eps: expected a finite number >= 0, received {eps!r}")
         self.per_param = per_param
+        self.eps = float(eps)
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
         check_step(params, grads, lr)
@@ -83,6 +92,8 @@ class NormalizedGD:
                     "zero, so g/||g|| is undefined (training has reached a stationary point)"
                 )
             norm = math.sqrt(sum(float(np.vdot(grads[k] / scale, grads[k] / scale)) for k in keys))
+            # g / (||g|| + eps) = (g / scale) / (||g / scale|| + eps / scale)
+            norm += self.eps / scale
             for k in keys:
                 params[k] -= (lr / norm) * (grads[k] / scale)
 
