@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     def work() -> list[Path]:
-        from attnlab.studies import svm_kq_report, svm_multi_token, svm_rank
+        from attnlab.studies import svm_kq_report, svm_multi_token_report, svm_rank
 
         options = {"workers": args.workers, "scheduler": args.scheduler, "log": log}
         written: list[Path] = []
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 **options,
             )[1]
         if "multi-token" in args.studies:
-            written += svm_multi_token.reproduce(
+            written += svm_multi_token_report.reproduce(
                 args.out / "multi_token", kept=args.kept, **options
             )[1]
         if "rank" in args.studies:

@@ -36,6 +36,7 @@ only the direction, ``G / ||G||``; per factor, ``dJ/dWK = exp(M) G WQ`` and
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from einops import rearrange
@@ -115,19 +116,25 @@ def log_gradient_loop(
 
 
 class LogSpaceKQModel:
-    """``LogSpaceKQModel(d, rank=None)``: cross attention with ``W = WK WQ^T``, the fixed head
-    ``v``, the logistic loss, and the gradient carried in log space (:func:`log_gradient`).
+    """``LogSpaceKQModel(d, rank=None, scaled=True)``: cross attention with ``W = WK WQ^T``, the
+    fixed head ``v``, the logistic loss, and the gradient carried in log space
+    (:func:`log_gradient`).
 
     ``params``: ``WK (d, r)``, ``WQ (d, r)`` (zero until set; ``r = rank``, ``d`` if None) and
-    ``v (d, 1)``, the head (zero until set; not trained). :meth:`loss_and_grads` returns the
-    gradients of ``WK`` and ``WQ`` **divided by** ``exp(log_scale)`` (``log_scale`` is kept as
-    an attribute after each call): the true gradient's direction with full relative accuracy,
-    not its size, which is what normalized GD uses. :meth:`gradients` gives the true size too.
+    ``v (d, 1)``, the head (zero until set; not trained). With ``scaled=True``
+    :meth:`loss_and_grads` returns the gradients of ``WK`` and ``WQ`` **divided by**
+    ``exp(log_scale)`` (``log_scale`` is kept as an attribute after each call): the true
+    gradient's direction with full relative accuracy, not its size, which is what normalized GD
+    uses. With ``scaled=False`` it returns the true gradients, ``exp(log_scale)`` times those:
+    exact in float64 until they underflow (:meth:`gradients` gives them either way).
     """
 
-    def __init__(self, d: int, rank: int | None = None) -> None:
+    def __init__(self, d: int, rank: int | None = None, scaled: bool = True) -> None:
         self.d = positive("d", d, integer=True)
         self.rank = self.d if rank is None else positive("rank", rank, integer=True)
+        if not isinstance(scaled, (bool, np.bool_)):
+            raise TypeError(f"scaled: expected True or False, received {scaled!r}")
+        self.scaled = bool(scaled)
         self.params: dict[str, np.ndarray] = {
             "WK": np.zeros((self.d, self.rank)),
             "WQ": np.zeros((self.d, self.rank)),
@@ -136,8 +143,8 @@ class LogSpaceKQModel:
         self.log_scale = 0.0
 
     @property
-    def config(self) -> dict[str, int]:
-        return {"d": self.d, "rank": self.rank}
+    def config(self) -> dict[str, Any]:
+        return {"d": self.d, "rank": self.rank, "scaled": self.scaled}
 
     def _inputs(
         self, X: object, y: object, Z: object
@@ -163,19 +170,22 @@ class LogSpaceKQModel:
     def loss_and_grads(
         self, X: np.ndarray, y: np.ndarray, Z: np.ndarray, target: np.ndarray | None = None
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """``(J, {"WK": G WQ, "WQ": G^T WK})``: the loss and the factors' gradients divided by
-        ``exp(self.log_scale)`` (set by this call). ``X (n, d, c)``, ``y (n,)`` in {-1, +1},
-        ``Z (n, d, 1)`` or ``(n, d)``; ``target`` (the task's target tokens) is accepted and
-        not used: the trainer passes every input of a data set to the model."""
+        """``(J, {"WK": G WQ, "WQ": G^T WK})``: the loss and the factors' gradients, divided by
+        ``exp(self.log_scale)`` (set by this call) when ``scaled``. ``X (n, d, c)``, ``y (n,)``
+        in {-1, +1}, ``Z (n, d, 1)`` or ``(n, d)``; ``target`` (the task's target tokens) is
+        accepted and not used: the trainer passes every input of a data set to the model."""
         X, Z, y, v, W = self._inputs(X, y, Z)
         self.log_scale, G, loss = log_gradient(X, Z, y, v, W)
+        if not self.scaled:
+            G = math.exp(self.log_scale) * G
         return loss, {"WK": G @ self.params["WQ"], "WQ": G.T @ self.params["WK"]}
 
     def gradients(self, X: np.ndarray, y: np.ndarray, Z: np.ndarray) -> dict[str, np.ndarray]:
         """The true gradients ``exp(log_scale) * (G WQ, G^T WK)`` in float64 (they underflow
         to 0 where the softmax saturates; for comparisons)."""
         _, grads = self.loss_and_grads(X, y, Z)
-        return {k: math.exp(self.log_scale) * g for k, g in grads.items()}
+        scale = math.exp(self.log_scale) if self.scaled else 1.0
+        return {k: scale * g for k, g in grads.items()}
 
     def attention_weights(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
         """``S (n, c)``: the softmax weights of each prompt's tokens."""
