@@ -112,23 +112,37 @@ def plot_svm_rank(
     path: str | Path,
     ns: Sequence[int],
     ds: Sequence[int],
-    rank_mm: np.ndarray,
-    rank_nuclear: np.ndarray,
+    ranks: Mapping[str, np.ndarray],
+    published: Mapping[tuple[int, int], tuple[float, float]] | None = None,
 ) -> Path:
-    """The mean numerical rank of ``W^mm`` (solid) and of the nuclear-norm solution (dashed)
-    against ``d``, one color per ``n``; ``rank_mm, rank_nuclear (len(ns), len(ds))`` (NaN
-    where no instance was feasible), with ``min(n, d)`` dotted. Returns the path."""
-    fig = Figure(figsize=(6.5, 4.8))
-    ax = fig.subplots()
+    """The mean numerical rank of ``W^mm`` (solid) and of the nuclear-norm solution ``W_*``
+    (dashed) against ``d``, one color per ``n``: left, ``ranks['mm']`` and ``ranks['nuclear']``
+    ``(len(ns), len(ds))`` over the feasible instances (NaN where none), with ``min(n, d)``
+    dotted; right, ``ranks['mm_as_published']`` and ``ranks['nuclear_as_published']`` (the
+    published accounting) with the ``published`` ``(n, d) -> (W^mm, W_*)`` as crosses and
+    pluses. Returns the path."""
+    fig, a1, a2 = two_panels()
     for i, n in enumerate(ns):
-        line = ax.plot(ds, rank_mm[i], "-o", label=f"n = {n}: W^mm")
+        line = a1.plot(ds, ranks["mm"][i], "-o", ms=4, label=f"n = {n}: W^mm")
         color = line[0].get_color()
-        ax.plot(ds, rank_nuclear[i], "--s", color=color, mfc="none", label=f"n = {n}: W_*")
-        ax.plot(ds, np.minimum(n, ds), ":", color=color, lw=0.8)
-    ax.set_xlabel("d")
-    ax.set_ylabel("rank of the SVM solution, mean over feasible instances")
-    ax.set_title("Rank of the SVM solutions (dotted: min(n, d))")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        a1.plot(
+            ds, ranks["nuclear"][i], "--s", ms=4, color=color, mfc="none", label=f"n = {n}: W_*"
+        )
+        a1.plot(ds, np.minimum(n, ds), ":", color=color, lw=0.8)
+        a2.plot(ds, ranks["mm_as_published"][i], "-o", ms=4, color=color, label=f"n = {n}")
+        a2.plot(ds, ranks["nuclear_as_published"][i], "--s", ms=4, color=color, mfc="none")
+        if published:
+            pts = [(d, published[n, d]) for d in ds if (n, d) in published]
+            a2.plot([d for d, _ in pts], [v[0] for _, v in pts], "x", ms=8, color=color)
+            a2.plot([d for d, _ in pts], [v[1] for _, v in pts], "+", ms=10, color=color)
+    a1.set_title("feasible instances, accurate W_* (dotted: min(n, d))", fontsize=9)
+    a2.set_title("as published: infeasible as 1, W_* by SCS's defaults (x, +: published)",
+                 fontsize=9)  # fmt: skip
+    for ax in (a1, a2):
+        ax.set_xlabel("d")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    a1.set_ylabel("mean numerical rank")
+    fig.suptitle("Rank of the attention SVM's solutions, T = 5")
     fig.tight_layout()
     return save_figure(fig, path, dpi=DPI)

@@ -267,7 +267,9 @@ def reproduce(
 
     from attnlab.plots.svm import plot_svm_rank  # matplotlib only here
 
-    figure = plot_svm_rank(out / "svm_rank.png", ns, ds, grid("rank_mm"), grid("rank_nuclear"))
+    keys = ("mm", "nuclear", "mm_as_published", "nuclear_as_published")
+    ranks = {k: grid(f"rank_{k}") for k in keys}
+    figure = plot_svm_rank(out / "svm_rank.png", ns, ds, ranks, PUBLISHED)
     results = {
         "config": {**DEFAULTS, "instances": instances, "ns": list(ns), "ds": list(ds)},
         "source": PAPER,

@@ -182,3 +182,12 @@ def test_reproduce_takes_the_first_kept_runs_in_seed_order(tmp_path):
     third = np.flatnonzero(outcomes == 0)[2]
     assert row["seeds_examined"] == third + 1  # seeds 1 .. the third kept one
     assert {p.name for p in written} == {"results.json", "results.md", "svm_multi_token.png"}
+
+
+def test_bootstrap_interval_brackets_the_mean():
+    from attnlab.studies.svm_multi_token_report import bootstrap
+
+    values = np.random.default_rng(1).exponential(size=400)
+    lo, hi = bootstrap(values)
+    assert lo < values.mean() < hi and hi - lo < 0.4
+    assert bootstrap(np.full(10, 0.25)) == [0.25, 0.25]
