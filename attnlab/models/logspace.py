@@ -81,7 +81,7 @@ def log_gradient(
     M = float(np.max(L))
     E = np.exp(L - M)
     a = -y[:, None] * np.sum(E * (g[:, :, None] - g[:, None, :]), axis=2)  # (n, c)
-    G = contract("n e, n d -> e d", contract("n e c, n c -> n e", X, a), Z)
+    G = contract("n e, n d -> e d", contract("n d c, n c -> n d", X, a), Z)
     loss = float(np.mean(np.logaddexp(0.0, -margin)))
     return M, G, loss
 

@@ -8,8 +8,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mlp.train.folders import load_arrays, read_json
 
 #: The paper and the authors' code every published number of these studies comes from.
@@ -79,9 +77,3 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """A markdown table's lines."""
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     return lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-
-
-def numeric_rank(W: np.ndarray, relative: float) -> int:
-    """The number of singular values of ``W`` above ``relative`` times the largest (0 for 0)."""
-    s = np.linalg.svd(W, compute_uv=False)
-    return int(np.sum(s > relative * s[0])) if s[0] > 0 else 0

@@ -36,7 +36,6 @@ PUBLISHED = {
 }
 #: What the authors' recipe must reach over the seeds.
 TARGETS = {"correlation_mean": 0.995, "correlation_min": 0.98, "max_softmax_150_mean": 0.999}
-_FIELDS = ("correlation", f"max_softmax_{SOFTMAX_STEP}", "max_softmax")
 
 
 def _entry(run: dict[str, Any]) -> dict[str, Any]:
@@ -175,12 +174,13 @@ def reproduce(
     """Run the three variants on seeds ``0..seeds-1`` (``steps`` iterations) and the ``worst``
     lowest ``logspace`` seeds for ``long_steps``, through the sweep into ``out/sweep``; write
     ``results.json``, ``results.md`` and the figures into ``out`` (the curves stay in the run
-    folders' ``curves.npz``). Returns
-    ``results.json``'s content and the files written."""
+    folders' ``curves.npz``). Returns ``results.json``'s content and the files written."""
     positive("seeds", seeds, integer=True)
     positive("steps", steps, integer=True)
     positive("long_steps", long_steps, integer=True)
     positive("worst", worst, integer=True)
+    if long_steps <= steps:
+        raise ValueError(f"long_steps: expected more than steps ({steps}), received {long_steps}")
     say = log or (lambda line: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
