@@ -1,6 +1,7 @@
 """The context-window attention layer ``X softmax(X^T Q)`` and the models built on it.
 
-Names other code relies on: ``attend_forward``, ``attend_backward``, ``ContextWindowModel``;
+Names other code relies on: ``attend_forward``, ``attend_backward``, ``ContextWindowModel``,
+``AttentionStack`` (residual layers of heads with masks, positions and layer norm);
 plus the prompt tasks (``make_task``), the attention SVM (``attention_svm``, ``prompt_svm``), the
 linear form of the layer ``X (X^T Q) / N`` (``attend_linear_forward``, ``attend_linear_backward``)
 and ``threads(k)``, the number of threads of the attention step inside a ``with`` block. Each
@@ -25,6 +26,7 @@ _EXPORTS = {
     ),
     "attnlab.blocks.queries": ("ATTENTIONS",),
     "attnlab.models.context_window": ("HEADS", "LOSSES", "POOLS", "SCORES", "ContextWindowModel"),
+    "attnlab.models.stack": ("AttentionStack",),
     "attnlab.svm": (
         "SVMSolution",
         "attention_svm",

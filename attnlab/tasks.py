@@ -4,7 +4,9 @@ Every generator returns a :class:`Task`: training and test :class:`mlp.Dataset` 
 ``X (n, d, c)`` (tokens as columns), labels ``y (n,)``, the index of the target token where the
 task has one, queries ``Z (n, d, 1)`` for cross attention, and task-specific arrays in ``info``.
 The in-context regression task trains on a :class:`mlp.train.Stream` instead: fresh prompts at
-every step, a pure function of ``(seed, step)``.
+every step, a pure function of ``(seed, step)``. The next-token tasks (``markov-in-context``,
+``repeated-tokens``) hold integer token sequences ``X (n, C)`` with next-token targets
+``y (n, C)``, also from a stream (sequences drawn by :mod:`attnlab.sequences`).
 """
 
 from __future__ import annotations
@@ -12,18 +14,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from einops import rearrange
 
+from attnlab.sequences import markov_sequences, repeated_token_sequences
 from mlp.contract import contract
 from mlp.data import load_iris_split
 from mlp.train.data import Dataset, Stream
 from mlp.validation import as_float_array, check_finite, check_seed, choice, positive
-
-if TYPE_CHECKING:
-    from attnlab.models.context_window import ContextWindowModel
 
 COVARIANCES = ("identity", "spread")
 
@@ -40,6 +40,13 @@ class Task:
 
     @property
     def d(self) -> int:
+        """Features per token of the prompts ``X (n, d, c)``; a task of integer tokens has none
+        (its vocabulary is ``info['vocab']``) and raises ``ValueError``."""
+        if self.test.X.dtype.kind in "iu":
+            raise ValueError(
+                f"task {self.name!r} holds integer tokens, not feature vectors: it has no d "
+                f"(its vocabulary is info['vocab'] = {self.info.get('vocab')})"
+            )
         return int(self.test.X.shape[1])
 
 
@@ -229,8 +236,61 @@ def linear_regression_in_context(
     return Task("linear-regression-in-context", train, test, 1, {"Lambda": Lam, "N": N})
 
 
-def fixed_head(task: Task, model: ContextWindowModel) -> list[str]:
-    """Give ``model`` the task's fixed head and return the parameter keys left to train.
+def _token_stream(name: str, make: Callable[[np.random.Generator], Dataset], seed: int) -> Stream:
+    """Update ``step`` gets ``make(default_rng([seed, 0, step]))``: fresh sequences, a pure
+    function of ``(seed, step)``."""
+    return Stream(lambda step: make(np.random.default_rng([seed, 0, step])), name)
+
+
+def markov_in_context(
+    states: int = 2, context: int = 100, seed: int = 0, batch_size: int = 64, n_test: int = 1000
+) -> Task:
+    """Edelman et al. 2024 (arXiv 2402.11004): next-token prediction on in-context Markov chains.
+
+    Every sequence draws its own ``states x states`` transition matrix (rows ~ Dirichlet(1)), a
+    first state from its stationary distribution, then ``context`` tokens of the chain (see
+    :func:`attnlab.sequences.markov_sequences`): ``X (n, C)`` and the next tokens ``y (n, C)``,
+    int64 in ``0..states-1``. ``train`` is a :class:`mlp.train.Stream` of ``batch_size`` fresh
+    sequences per update from ``default_rng([seed, 0, step])``; ``test`` holds ``n_test``
+    sequences from ``default_rng([seed, 1])``. ``info['transitions'] (n_test, k, k)``: the test
+    sequences' true matrices (for :func:`attnlab.induction.last_token_kl` and
+    :func:`attnlab.induction.baselines`); ``info['vocab']``: ``states``.
+    """
+    seed = check_seed(seed)
+    batch_size = positive("batch_size", batch_size, integer=True)
+    test, P = markov_sequences(n_test, states, context, np.random.default_rng([seed, 1]))
+    train = _token_stream(
+        "markov-in-context",
+        lambda rng: markov_sequences(batch_size, states, context, rng)[0],
+        seed,
+    )
+    info = {"transitions": P, "vocab": int(states), "context": int(context)}
+    return Task("markov-in-context", train, test, int(states), info)
+
+
+def repeated_tokens(
+    vocab: int = 16, context: int = 32, seed: int = 0, batch_size: int = 64, n_test: int = 1000
+) -> Task:
+    """The induction probe: ``r_1..r_m`` uniform over ``0..vocab-1``, then the same ``m =
+    context / 2`` tokens again (see :func:`attnlab.sequences.repeated_token_sequences`);
+    targets are the next tokens (the last one ``r_1``). ``train``: a stream of ``batch_size``
+    fresh sequences per update from ``default_rng([seed, 0, step])``; ``test``: ``n_test``
+    sequences from ``default_rng([seed, 1])``. ``info['vocab']``: ``vocab``."""
+    seed = check_seed(seed)
+    batch_size = positive("batch_size", batch_size, integer=True)
+    test = repeated_token_sequences(n_test, vocab, context, np.random.default_rng([seed, 1]))
+    train = _token_stream(
+        "repeated-tokens",
+        lambda rng: repeated_token_sequences(batch_size, vocab, context, rng),
+        seed,
+    )
+    info = {"vocab": int(vocab), "context": int(context)}
+    return Task("repeated-tokens", train, test, int(vocab), info)
+
+
+def fixed_head(task: Task, model: Any) -> list[str]:
+    """Give ``model`` (anything with a ``params`` dict) the task's fixed head and return the
+    parameter keys left to train.
 
     A task with ``info['v'] (d,)`` (max-margin, prompt-norm) fixes the linear head: the model's
     ``params['v'] (d, 1)`` becomes ``v`` (in the model's dtype) and every other key is trained.
@@ -314,6 +374,23 @@ register_task(
     )
 )
 register_task(TaskSpec("linear-regression-in-context", linear_regression_in_context, stream=True))
+register_task(
+    TaskSpec(
+        "markov-in-context",
+        markov_in_context,
+        stream=True,
+        # Edelman et al.'s runs: 100 tokens, AdamW at 5e-4, batch 64, 2000 updates
+        settings={
+            "context": 100,
+            "optimizer": "adamw",
+            "lr": 5e-4,
+            "batch_size": 64,
+            "steps": 2000,
+        },
+        target_name="next token",
+    )
+)
+register_task(TaskSpec("repeated-tokens", repeated_tokens, stream=True, target_name="next token"))
 
 #: The names of the tasks with a fixed set of prompts, and of those whose training data is a
 #: stream of fresh prompts (the registry as it is at import).

@@ -38,6 +38,7 @@ _EXPORTS = {
     "mlp.train": (
         "SGD",
         "Adam",
+        "AdamW",
         "CheckpointError",
         "Dataset",
         "History",

@@ -1,14 +1,14 @@
 """Named-axis contractions at matmul speed.
 
-``contract("n d c, n d j -> n c j", X, Q)`` reads like an einops pattern (axis names of SPEC.md,
-separated by spaces) and computes ``einsum`` of two operands, but runs through ``np.matmul``
-(BLAS) instead of ``np.einsum``'s loops: the axes are sorted into batch axes (in the output and
-in one or both operands), one contracted axis ``K``, and one "row" axis of each operand, so the
-call is a batched matrix product of transposed *views*, with no copies. Further contracted axes
-become batch axes summed after the product. The output is the product itself, so its axes come
-in the order a matrix product leaves them: the batch axes, then operand 1's own axis, then
-operand 2's (a pattern that would need a transpose of the result is refused and told the order).
-The plan depends only on the pattern and is computed once.
+``contract("n d c, n d j -> n c j", X, Q)`` reads like an einops pattern (the axis names of
+``docs/concepts.md``, separated by spaces) and computes ``einsum`` of two operands, but runs
+through ``np.matmul`` (BLAS) instead of ``np.einsum``'s loops: the axes are sorted into batch
+axes (in the output and in one or both operands), one contracted axis ``K``, and one "row" axis
+of each operand, so the call is a batched matrix product of transposed *views*, with no copies.
+Further contracted axes become batch axes summed after the product. The output is the product
+itself, so its axes come in the order a matrix product leaves them: the batch axes, then
+operand 1's own axis, then operand 2's (a pattern that would need a transpose of the result is
+refused and told the order). The plan depends only on the pattern and is computed once.
 
 Sizes are checked per axis, and a mismatch names the axis: ``axis 'd' has size 3 in operand 1
 and 4 in operand 2``. einops' own ``einsum`` on numpy calls ``np.einsum`` without ``optimize``
@@ -37,6 +37,12 @@ class _Plan:
     b_perm: tuple[str | None, ...]
     n_summed: int  # leading axes of the product summed after it (further contracted axes)
     squeeze: tuple[int, ...]  # size-1 axes of the summed product that the output drops
+    # compiled from the above, so that a call does no string or list work:
+    a_t: tuple[int, ...]  # the transpose of operand 1 into its matmul layout
+    b_t: tuple[int, ...]
+    a_ones: tuple[int, ...] | None  # where size-1 axes go after the transpose (None: nowhere)
+    b_ones: tuple[int, ...] | None
+    shared: tuple[tuple[int, int, str], ...]  # (axis in a, axis in b, name) of the shared axes
 
 
 def _split(spec: str, what: str, pattern: str) -> tuple[str, ...]:
@@ -89,16 +95,34 @@ def _plan(pattern: str) -> _Plan:
     a_perm = (*[ax if ax in a else None for ax in lead], row, k)
     b_perm = (*[ax if ax in b else None for ax in lead], k, col)
     squeeze = tuple(i for i, ax in enumerate((*batch, row, col)) if ax is None)
-    return _Plan(a, b, out, a_perm, b_perm, len(summed), squeeze)
+    shared = tuple((a.index(ax), b.index(ax), ax) for ax in a if ax in b)
+    keep = bool(summed)  # the summed axes must stay first in both operands
+    (a_t, a_ones), (b_t, b_ones) = _compile(a, a_perm, keep), _compile(b, b_perm, keep)
+    return _Plan(a, b, out, a_perm, b_perm, len(summed), squeeze, a_t, b_t, a_ones, b_ones, shared)
 
 
-def _arrange(x: np.ndarray, axes: tuple[str, ...], perm: tuple[str | None, ...]) -> np.ndarray:
-    """Transpose ``x`` (axes ``axes``) into ``perm``, inserting size-1 axes for ``None``."""
-    x = x.transpose([axes.index(p) for p in perm if p is not None])
-    shape = []
-    it = iter(x.shape)
-    for p in perm:
-        shape.append(1 if p is None else next(it))
+def _compile(
+    axes: tuple[str, ...], perm: tuple[str | None, ...], keep_leading: bool
+) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """The transpose of an operand with ``axes`` into ``perm``, and the positions of the size-1
+    axes (``None`` in ``perm``) to insert after it (``None``: no axis to insert). Leading
+    size-1 batch axes are left to matmul's broadcasting, unless ``keep_leading``."""
+    lead = 0
+    while not keep_leading and lead < len(perm) - 2 and perm[lead] is None:
+        lead += 1
+    rest = perm[lead:]
+    ones = tuple(i for i, p in enumerate(rest) if p is None)
+    return tuple(axes.index(p) for p in rest if p is not None), (ones or None)
+
+
+def _arrange(x: np.ndarray, t: tuple[int, ...], ones: tuple[int, ...] | None) -> np.ndarray:
+    """``x`` transposed by ``t`` (a view), with size-1 axes inserted at ``ones``."""
+    x = x.transpose(t)
+    if ones is None:
+        return x
+    shape = list(x.shape)
+    for i in ones:
+        shape.insert(i, 1)
     return x.reshape(shape)
 
 
@@ -111,13 +135,17 @@ def _summed_matmul(A: np.ndarray, B: np.ndarray, n_summed: int) -> np.ndarray:
     Summing over the prompts (``"n e c, n d c -> e d"``) would otherwise write an ``(n, e, d)``
     product to fresh memory and read it back; chunks of about 2 MiB stay in cache.
     """
-    batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    per_item = np.result_type(A, B).itemsize * A.shape[-2] * B.shape[-1]
-    per_item *= int(np.prod(batch[1:]))
-    step = max(1, _CHUNK_BYTES // max(per_item, 1))
+    rows, cols = A.shape[-2], B.shape[-1]
+    n = max(A.shape[0], B.shape[0])
+    per_item = np.result_type(A, B).itemsize * rows * cols
+    for a_len, b_len in zip(A.shape[1:-2], B.shape[1:-2], strict=True):
+        per_item *= max(a_len, b_len)
     axes = tuple(range(n_summed))
+    step = max(1, _CHUNK_BYTES // max(per_item, 1))
+    if n <= step:
+        return np.matmul(A, B).sum(axis=axes)
     total = np.matmul(A[:step], B[:step]).sum(axis=axes)
-    for i in range(step, batch[0], step):
+    for i in range(step, n, step):
         total += np.matmul(A[i : i + step], B[i : i + step]).sum(axis=axes)
     return total
 
@@ -142,26 +170,30 @@ def contract(pattern: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             f"received {type(pattern).__name__}"
         )
     plan = _plan(pattern)
-    if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+    if type(a) is not np.ndarray or a.dtype.kind not in "biuf":
         a = as_float_array("contract: operand 1", a)
-    if not isinstance(b, np.ndarray) or b.dtype.kind not in "biuf":
+    if type(b) is not np.ndarray or b.dtype.kind not in "biuf":
         b = as_float_array("contract: operand 2", b)
-    for name, x, axes in (("operand 1", a, plan.a_axes), ("operand 2", b, plan.b_axes)):
-        if x.ndim != len(axes):
+    if a.ndim != len(plan.a_axes) or b.ndim != len(plan.b_axes):
+        for name, x, axes in (("operand 1", a, plan.a_axes), ("operand 2", b, plan.b_axes)):
+            if x.ndim != len(axes):
+                raise ValueError(
+                    f"contract {pattern!r}: {name} needs {len(axes)} axes ({' '.join(axes)}), "
+                    f"received shape {x.shape}"
+                )
+    sa, sb = a.shape, b.shape
+    for i, j, ax in plan.shared:
+        if sa[i] != sb[j]:
             raise ValueError(
-                f"contract {pattern!r}: {name} needs {len(axes)} axes ({' '.join(axes)}), "
-                f"received shape {x.shape}"
+                f"contract {pattern!r}: axis {ax!r} has size {sa[i]} in operand 1 "
+                f"and {sb[j]} in operand 2"
             )
-    sizes_a = dict(zip(plan.a_axes, a.shape, strict=True))
-    for ax, size in zip(plan.b_axes, b.shape, strict=True):
-        if ax in sizes_a and sizes_a[ax] != size:
-            raise ValueError(
-                f"contract {pattern!r}: axis {ax!r} has size {sizes_a[ax]} in operand 1 "
-                f"and {size} in operand 2"
-            )
-    A = _arrange(a, plan.a_axes, plan.a_perm)
-    B = _arrange(b, plan.b_axes, plan.b_perm)
-    r = _summed_matmul(A, B, plan.n_summed) if plan.n_summed else np.matmul(A, B)
+    A = _arrange(a, plan.a_t, plan.a_ones)
+    B = _arrange(b, plan.b_t, plan.b_ones)
+    if plan.n_summed:
+        r = _summed_matmul(A, B, plan.n_summed)
+    else:
+        r = np.matmul(A, B)
     if plan.squeeze:
         r = r.reshape([s for i, s in enumerate(r.shape) if i not in plan.squeeze])
     return r

@@ -7,7 +7,6 @@ Shapes use the axis names ``n`` samples, ``k`` classes.
 
 from __future__ import annotations
 
-import einops
 import numpy as np
 
 from mlp.validation import (
@@ -74,6 +73,14 @@ def softmax_with_argmax(
     have no finite weights: ``FloatingPointError``, never NaN weights.
     """
     z = _logits(z, axis)  # integers become a float64 copy: exp cannot write into them
+    return softmax_with_argmax_unchecked(z, axis, overwrite)
+
+
+def softmax_with_argmax_unchecked(
+    z: np.ndarray, axis: int, overwrite: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`softmax_with_argmax` for a float array ``z`` that its caller made (the attention
+    layer's scores): no checks of ``z`` or ``axis``."""
     # np.max reduces along a strided axis in place; np.argmax would copy it to make it the last
     # (measured at (1024, 64, 64), axis 1: 3.8 ms + 2.6 ms for the argmax of the 0/1 mask below
     # against 10.7 ms + 2.5 ms for np.argmax and the gather of the max)
@@ -111,8 +118,19 @@ def softmax_backward(
     reuse ``dS``'s memory (when it has ``S``'s shape and the result's dtype); otherwise the
     result is a new array in ``S``'s memory order.
     """
-    S = as_float_array("S", S)
-    dS = as_float_array("dS", dS)
+    return softmax_backward_unchecked(
+        as_float_array("S", S), as_float_array("dS", dS), axis, top, overwrite
+    )
+
+
+def softmax_backward_unchecked(
+    S: np.ndarray,
+    dS: np.ndarray,
+    axis: int,
+    top: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> np.ndarray:
+    """:func:`softmax_backward` for float arrays its caller made (the attention layer's)."""
     dtype = np.result_type(S, dS)
     if overwrite and dS.shape == S.shape and dS.dtype == dtype:
         g = dS
@@ -124,7 +142,7 @@ def softmax_backward(
         g[...] = dS
     # sum_axis(S * g) without an array of the products: one pass over S and g (a two-operand
     # einsum has no contraction order to optimize; it is faster here than a batched matmul)
-    sigma = einops.einsum(np.moveaxis(S, axis, -1), np.moveaxis(g, axis, -1), "... c, ... c -> ...")
+    sigma = np.einsum("...c,...c->...", np.moveaxis(S, axis, -1), np.moveaxis(g, axis, -1))
     g -= np.expand_dims(sigma, axis)
     g *= S
     return g

@@ -7,10 +7,11 @@ and its one-step-GD reading (von Oswald et al. 2023).
 Trains the linear self-attention layer (all of W and v, from the paper's init) on fresh prompts
 for both covariances (identity and spread = diag(linspace(0.5, 2, d))) and every seed, then
 measures on the first identity run the test loss against the prompt length M (with the theory
-R(M)), the comparison with one step of GD, and the loss under covariate shift. DIR gets a run
-folder per covariance and seed (params.npz, config.json, metrics.json, history.csv,
-errors.npz), results.json, results.md and the figures rel_error.png, length.png, gd.png and
-shift.png.
+R(M)), the comparison with one step of GD, and the loss under covariate shift. The runs are a
+sweep (on a local Dask cluster, --workers N, or --scheduler ADDRESS) into DIR/sweep, one run
+folder each (params.npz, config.json, metrics.json, history.csv, errors.npz); DIR gets
+results.json, results.md and the figures rel_error.png, length.png, gd.png and shift.png. A DIR
+that already holds a reproduction is refused.
 """
 
 from __future__ import annotations
@@ -46,20 +47,23 @@ def parser() -> ScriptParser:
     p.add_argument("--steps", type=int, default=d["steps"], help=f"SGD updates ({d['steps']})")
     p.add_argument("--n-test", type=int, default=d["n_test"], help=f"test prompts ({d['n_test']})")
     p.add_argument("--n-gd", type=int, default=10_000, help="prompts of the GD comparison (10000)")
-    p.add_argument("--workers", type=int, help="processes for the runs (default: the usable cores)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, tcp://HOST:PORT")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    out = args.out if args.out is not None else create_run_dir(None, "icl")
+    if args.workers is not None and (args.workers < 0 or args.scheduler is not None):
+        p.error(f"--workers: expected an integer >= 0 without --scheduler, received {args.workers}")
 
     def log(line: str) -> None:
         print(line, flush=True)
 
-    def work() -> dict:
-        return reproduce(
+    def work() -> tuple[Path, dict]:
+        out = create_run_dir(args.out, "icl", files=("results.json", "results.md"))
+        return out, reproduce(
             out,
             d=args.d,
             N=args.N,
@@ -69,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
             n_test=args.n_test,
             n_gd=args.n_gd,
             workers=args.workers,
+            scheduler=args.scheduler,
             log=log,
         )
 
-    results = run_script(p, work)
+    out, results = run_script(p, work)
     worst = max(r["rel_error"] for r in results["runs"])
     print(f"largest rel_error {worst:.4f}; results: {out / 'results.md'}")
     print(f"output folder: {out}")

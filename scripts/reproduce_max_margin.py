@@ -14,7 +14,7 @@ process per core (``--workers``; 0: one after another in this process) or on ``-
 normalized GD, in this process, and compared with the nuclear-norm SVM ``W_*``. Writes
 ``config.json``, ``results.json``, ``results.md``, ``curves.npz``, the figures and ``seeds/``
 (the sweep folder: results.csv, summary.md, runs/) into the run folder
-(:func:`attnlab.studies.max_margin_report.reproduce`).
+(:func:`attnlab.studies.max_margin.report.reproduce`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from attnlab.studies.max_margin import INITS, SETTINGS
-from attnlab.studies.max_margin_report import reproduce
+from attnlab.studies.max_margin.report import reproduce
 from mlp.train.cli import ScriptParser, run_script
 from mlp.train.folders import create_run_dir
 

@@ -7,14 +7,14 @@
     python scripts/sweep.py attention ... --scheduler tcp://HOST:8786   # an existing cluster
 
 EXPERIMENT is attention (the options of train_attention.py), mlp (those of train_mlp.py),
-max-margin (one seed of the max-margin reproduction), or the name of a module with DEFAULTS,
-resolve and run_experiment. Without --scheduler the runs go
-to an embedded Dask LocalCluster of one single-threaded worker process per usable core
-(--workers N; 0 runs them one after another in this process). DIR gets results.csv (one row per
-finished run, appended as runs finish), failed.csv, summary.csv, summary.md, figures/ and
-runs/RUN_ID/ (each run's folder). Rerunning the same command continues where it stopped; a
-changed grid adds only its new runs. Exit status: 0, 1 if a run failed, 2 for bad options,
-130 on Ctrl-C.
+max-margin (one seed of the max-margin reproduction), icl (one run of in-context linear
+regression), or the name of a module with DEFAULTS, resolve and run_experiment (docs/sweeps.md).
+Without --scheduler the runs go to an embedded Dask LocalCluster of one single-threaded worker
+process per usable core (--workers N; 0 runs them one after another in this process). DIR gets
+results.csv (one row per finished run, appended as runs finish), failed.csv, summary.csv,
+summary.md, figures/ and runs/RUN_ID/ (each run's folder). Rerunning the same command continues
+where it stopped; a changed grid adds only its new runs. Exit status: 0, 1 if a run failed, 2 for
+bad options, 130 on Ctrl-C.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Many seeds are a sweep (in parallel, resumable, one results table):
 A new run folder (--out, one that holds no run; default runs/mlp-<timestamp>-<suffix>) gets
 config.json, history.csv (one row per epoch), params.npz, checkpoint.npz, curves.png,
 decision_regions.png and, last, metrics.json (with stop_reason). The seed sets the train/test
-split, the initialization and the shuffling. Exit statuses: mlp/train/cli.py and the README.
+split, the initialization and the shuffling. Exit statuses: mlp/train/cli.py and docs/robustness.md.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def add_options(p: ScriptParser) -> None:
         "--schedule",
         choices=("constant", "inverse", "step"),
         help="learning rate: constant, or lr / (1 + t / decay_steps), decay_steps = steps / 10, "
-        f"or step: lr / 10 at half the run and lr / 100 at 80% ({d['schedule']})",
+        f"or step: lr / 10 at half the run and lr / 100 at 80%% ({d['schedule']})",
     )
     p.add_argument("--batch-size", type=int, help=f"mini-batch size ({d['batch_size']})")
     p.add_argument("--epochs", type=int, help=f"passes over the training set ({d['epochs']})")

@@ -14,7 +14,7 @@ import pytest
 
 from attnlab.models.context_window import ContextWindowModel
 from attnlab.studies.max_margin import GD_LR, SETTINGS, run_max_margin, run_prompt_norm
-from attnlab.studies.max_margin_report import TARGETS, reproduce, reproduction_config
+from attnlab.studies.max_margin.report import TARGETS, reproduce, reproduction_config
 from attnlab.tasks import max_margin
 from mlp.train.optim import NormalizedGD
 from mlp.train.trainer import Trainer

@@ -24,13 +24,20 @@ def test_reduced_run_writes_the_results_and_says_where(tmp_path: Path) -> None:
     done = _run("--out", str(out), "--seeds", "0-1", "--workers", "1", *small)
     assert done.returncode == 0, done.stderr
     assert f"output folder: {out}" in done.stdout
-    assert "identity-seed1: rel_error" in done.stdout  # progress, a line per run
+    assert "identity, seed 1: rel_error" in done.stdout  # progress, a line per run
     results = json.loads((out / "results.json").read_text())
-    assert [r["run_dir"] for r in results["runs"]] == [
-        "identity-seed0", "identity-seed1", "spread-seed0", "spread-seed1",
-    ]  # fmt: skip
+    runs = [(r["covariance"], r["seed"]) for r in results["runs"]]
+    assert runs == [("identity", 0), ("identity", 1), ("spread", 0), ("spread", 1)]
+    for r in results["runs"]:  # each run in its own folder of the sweep, metrics last
+        folder = out / r["run_dir"]
+        assert folder.parent == out / "sweep" / "runs"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["rel_error"] == r["rel_error"] and metrics["seed"] == r["seed"]
     for name in ("results.md", "rel_error.png", "length.png", "gd.png", "shift.png"):
         assert (out / name).read_bytes()[:4] in (b"# In", b"\x89PNG")
+    again = _run("--out", str(out), "--seeds", "0", "--workers", "0", *small)
+    assert again.returncode == 2 and "holds a run" in again.stderr, again.stderr
+    assert again.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(
@@ -39,7 +46,7 @@ def test_reduced_run_writes_the_results_and_says_where(tmp_path: Path) -> None:
         (["--seeds", "3-1"], "argument --seeds: invalid seed_range value: '3-1'"),
         (["--steps", "0"], "error: steps: expected a positive integer, received 0"),
         (["--sigma", "-1"], "error: sigma: expected a positive finite number, received -1.0"),
-        (["--workers", "0"], "error: workers: expected a positive integer, received 0"),
+        (["--workers", "-1"], "--workers: expected an integer >= 0 without --scheduler"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )

@@ -22,6 +22,14 @@ tokens (the last token is the query)::
     out = X (X^T Q) / N            (d, j)
     dX  = (dOut A^T + Q dA^T) / N  with A = X^T Q, dA = X^T dOut
     dQ  = X dA / N
+
+Both forms take an optional additive ``bias (c, j)`` (shared by the prompts) or ``(n, c, j)``
+(per prompt) on the scores: ``softmax(X^T Q + bias)``, where a ``-inf`` entry masks its key
+(weight exactly 0, and then gradient exactly 0); the linear form takes a 0/1 ``mask (c, j)``
+instead, ``A = (X^T Q + bias) * mask``. Their backward (:func:`attend_bias_grads`,
+:func:`attend_linear_bias_grads`) also returns ``dBias``, the gradient of the scores (summed over
+the prompts for a shared bias). This is how the stack's heads, masks and relative positions sit
+on the same primitive.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlp.contract import contract
-from mlp.numerics import softmax_backward, softmax_with_argmax
+from mlp.numerics import softmax_backward_unchecked, softmax_with_argmax_unchecked
 from mlp.threads import map_blocks, prompt_blocks
 from mlp.validation import as_float_array, check_finite, check_nonempty, positive
 
@@ -91,9 +99,15 @@ def attend_forward(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionC
     return attend(X, Q)
 
 
-def attend(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
-    """:func:`attend_forward` without its checks: the one path under it and the model, for
-    ``X (n, d, c)`` and ``Q`` already checked."""
+def attend(
+    X: np.ndarray, Q: np.ndarray, bias: np.ndarray | None = None
+) -> tuple[np.ndarray, AttentionCache]:
+    """:func:`attend_forward` without its checks: the one path under it and the models, for
+    ``X (n, d, c)`` and ``Q`` already checked.
+
+    ``bias`` (``(c, j)`` shared, or ``(n, c, j)``, of the scores' dtype) is added to the scores
+    before the softmax; ``-inf`` masks a key. Every column needs a finite entry (else the
+    softmax raises ``FloatingPointError``)."""
     n, d, c = X.shape
     j = Q.shape[-1]
     dtype = np.result_type(X, Q)
@@ -104,9 +118,10 @@ def attend(X: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, AttentionCache]:
     # block by block (on the threads of mlp.threads when large), so that the softmax's
     # passes over the scores read them from cache
     def block(b: slice) -> None:
-        Sb, top[b] = softmax_with_argmax(
-            attention_scores(X[b], Q if Q.ndim == 2 else Q[b]), axis=1, overwrite=True
-        )
+        scores = attention_scores(X[b], Q if Q.ndim == 2 else Q[b])
+        if bias is not None:
+            scores += bias if bias.ndim == 2 else bias[b]
+        Sb, top[b] = softmax_with_argmax_unchecked(scores, axis=1, overwrite=True)
         S[b] = Sb
         out[b] = contract("n d c, n c j -> n d j", X[b], Sb)
 
@@ -154,18 +169,36 @@ def attend_grads(
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """:func:`attend_backward` without its checks: the layer's path, for a ``dOut (n, d, j)``
     or ``(n, d, 1)`` that the model made."""
+    dX, dQ, _ = attend_bias_grads(dOut, cache, need_dX, textbook, None)
+    return dX, dQ
+
+
+def attend_bias_grads(
+    dOut: np.ndarray,
+    cache: AttentionCache,
+    need_dX: bool = True,
+    textbook: bool = False,
+    bias: str | None = "shared",
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """:func:`attend_grads` and the gradient of the scores, ``dBias``: ``(dX, dQ, dBias)``.
+
+    ``bias="shared"``: ``dBias (c, j)`` summed over the prompts (in block order); ``"prompt"``:
+    ``(n, c, j)``; None: not computed (returns None). A masked key (bias ``-inf``) has weight 0,
+    so its ``dBias`` and its share of every other gradient are exactly 0."""
     X, Q, S = cache.X, cache.Q, cache.S
     n, d, j = X.shape[0], X.shape[1], S.shape[2]
     top = None if textbook else cache.top
     dtype = np.result_type(X, S, dOut)
     dQ = np.zeros((d, j), dtype=dtype) if cache.shared else np.empty((n, d, j), dtype=dtype)
     dX = np.empty((n, d, X.shape[2]), dtype=np.result_type(dOut, S)) if need_dX else None
+    dB = np.empty(S.shape, dtype=dtype) if bias == "prompt" else None
 
     # block by block, as in the forward: the softmax backward's passes and the products that
-    # read dScores find them in cache; a shared Q's dQ is summed over the blocks in their order
-    def block(b: slice) -> np.ndarray | None:
+    # read dScores find them in cache; a shared Q's dQ is summed over the blocks in their order,
+    # and so is a shared bias's dBias
+    def block(b: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
         dS = contract("n d c, n d j -> n c j", X[b], dOut[b])  # (nb, c, 1) for a broadcast dOut
-        dScores = softmax_backward(
+        dScores = softmax_backward_unchecked(
             S[b], dS, axis=1, top=None if top is None else top[b], overwrite=True
         )
         if dX is not None:
@@ -177,16 +210,23 @@ def attend_grads(
                 dX[b] += contract("d j, n c j -> n d c", Q, dScores)
             else:
                 dX[b] += contract("n d j, n c j -> n d c", Q[b], dScores)
+        if dB is not None:
+            dB[b] = dScores
+        summed = dScores.sum(axis=0) if bias == "shared" else None
         if cache.shared:
-            return contract("n d c, n c j -> d j", X[b], dScores)
+            return contract("n d c, n c j -> d j", X[b], dScores), summed
         dQ[b] = contract("n d c, n c j -> n d j", X[b], dScores)
-        return None
+        return None, summed
 
     partials = map_blocks(block, prompt_blocks(n, S.shape[1] * j * S.itemsize), S.nbytes)
     if cache.shared:
-        for p in partials:
+        for p, _ in partials:
             dQ += p
-    return dX, dQ
+    if bias == "shared":
+        dB = partials[0][1]
+        for _, p in partials[1:]:
+            dB += p
+    return dX, dQ, dB
 
 
 # --- the linear form: scores not passed through a softmax ------------------------------------
@@ -195,13 +235,15 @@ def attend_grads(
 @dataclass(frozen=True)
 class LinearAttentionCache:
     """What :func:`attend_linear_backward` needs: ``X (n, d, c)``, ``Q``, the scores
-    ``A = X^T Q (n, c, j)``, the ``scale`` and whether ``Q`` was shared ``(d, j)``."""
+    ``A = X^T Q (n, c, j)`` (with a bias and mask: ``(X^T Q + bias) * mask``), the ``scale``,
+    whether ``Q`` was shared ``(d, j)``, and the 0/1 ``mask (c, j)`` or None."""
 
     X: np.ndarray
     Q: np.ndarray
     A: np.ndarray
     scale: float
     shared: bool
+    mask: np.ndarray | None = None
 
 
 def linear_scale(X: np.ndarray, scale: object) -> float:
@@ -234,13 +276,24 @@ def attend_linear_forward(
 
 
 def attend_linear(
-    X: np.ndarray, Q: np.ndarray, scale: float
+    X: np.ndarray,
+    Q: np.ndarray,
+    scale: float,
+    bias: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, LinearAttentionCache]:
-    """:func:`attend_linear_forward` without its checks (``scale`` from :func:`linear_scale`)."""
+    """:func:`attend_linear_forward` without its checks (``scale`` from :func:`linear_scale`).
+
+    ``bias`` (``(c, j)`` or ``(n, c, j)``, finite) is added to the scores and the 0/1
+    ``mask (c, j)`` multiplies them: ``out = scale * X ((X^T Q + bias) * mask)``."""
     A = attention_scores(X, Q)
+    if bias is not None:
+        A += bias
+    if mask is not None:
+        A *= mask
     out = contract("n d c, n c j -> n d j", X, A)
     out *= scale
-    return out, LinearAttentionCache(X, Q, A, scale, Q.ndim == 2)
+    return out, LinearAttentionCache(X, Q, A, scale, Q.ndim == 2, mask)
 
 
 def attend_linear_backward(
@@ -268,24 +321,37 @@ def attend_linear_grads(
     dOut: np.ndarray, cache: LinearAttentionCache, need_dX: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """:func:`attend_linear_backward` without its checks (the layer's path)."""
+    dX, dQ, _ = attend_linear_bias_grads(dOut, cache, need_dX, None)
+    return dX, dQ
+
+
+def attend_linear_bias_grads(
+    dOut: np.ndarray, cache: LinearAttentionCache, need_dX: bool = True, bias: str | None = "shared"
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """:func:`attend_linear_grads` and ``dBias``, the gradient of the (masked) scores:
+    ``(dX, dQ, dBias)``, with ``dBias (c, j)`` summed over the prompts for ``bias="shared"``,
+    ``(n, c, j)`` for ``"prompt"``, None for None. Masked entries get exactly 0."""
     X, Q, A, s = cache.X, cache.Q, cache.A, cache.scale
     n, d, j = X.shape[0], X.shape[1], A.shape[2]
     dOut = np.broadcast_to(dOut, (n, d, j))
     dA = contract("n d c, n d j -> n c j", X, dOut)
     dA *= s
+    if cache.mask is not None:
+        dA *= cache.mask
     if cache.shared:
         dQ = contract("n d c, n c j -> d j", X, dA)
     else:
         dQ = contract("n d c, n c j -> n d j", X, dA)
+    dB = dA.sum(axis=0) if bias == "shared" else dA if bias == "prompt" else None
     if not need_dX:
-        return None, dQ
+        return None, dQ, dB
     dX = contract("n d j, n c j -> n d c", dOut, A)
     dX *= s
     if cache.shared:
         dX += contract("d j, n c j -> n d c", Q, dA)
     else:
         dX += contract("n d j, n c j -> n d c", Q, dA)
-    return dX, dQ
+    return dX, dQ, dB
 
 
 # --- the lecture's non-vectorized form: one prompt at a time ---------------------------------

@@ -14,6 +14,11 @@ about :data:`mlp.threads.BLOCK_BYTES`, at least one prompt's ``(c, j)`` array), 
 ``X (n, d, c)`` is not counted (it exists before the step). ``S`` dominates when ``c`` is large:
 ``64 * c^2 * 8`` bytes for a batch of 64 prompts in float64, 5.1 TB at ``c = 100000``.
 
+A step of the attention stack (:func:`stack_activation_bytes`) keeps these per layer, with
+``j = h c`` (every head's queries are columns of one array), so the weights of the ``L`` layers
+count ``n x L x h x c x c`` entries; the gradients of one layer at a time; and the residual
+stream ``X (n, d, c)`` of every layer.
+
 :func:`check_fits` compares a size with :func:`available_bytes` (``MemAvailable`` of
 ``/proc/meminfo``, lowered to a cgroup's memory limit when there is one) and raises
 ``MemoryError`` with one line naming the sizes, before anything is allocated.
@@ -37,8 +42,10 @@ __all__ = [
     "activation_bytes",
     "available_bytes",
     "check_fits",
+    "check_stack_fits",
     "check_step_fits",
     "format_bytes",
+    "stack_activation_bytes",
 ]
 
 #: Where :func:`available_bytes` reads the memory available (module constants, so that tests can
@@ -203,5 +210,89 @@ def check_step_fits(
     kind = "a training step" if options.get("training", True) else "an evaluation"
     what = (
         f"{kind} on a batch of {n} prompts of c={c} tokens (d={d}, j={j}, {np.dtype(dtype).name})"
+    )
+    check_fits(sizes, what, available=available)
+
+
+def stack_activation_bytes(
+    n: int,
+    d: int,
+    c: int,
+    layers: int,
+    heads: int,
+    dtype: npt.DTypeLike = np.float64,
+    *,
+    training: bool = True,
+    threads: int = 1,
+    rank: int = 0,
+    layernorm: bool = False,
+    last_query: bool = False,
+    linear: bool = False,
+    vocab: int = 0,
+) -> dict[str, int]:
+    """Bytes of each array a step of the attention stack allocates: ``layers`` layers of
+    ``heads`` heads on ``n`` prompts ``(d, c)``. ``rank`` is ``r`` of relative-key positions
+    (their per-prompt score bias and ``WQ^T Y``), 0 without; ``layernorm`` adds each layer's
+    normalized copy; ``last_query``: the top layer computes the last token's query alone (a
+    readout of the last token), so its arrays have ``h`` columns instead of ``h c``;
+    ``linear``: the linear form (its score gradient is one array, and its weights are a copy);
+    ``vocab``: the logits ``(n, c, V)`` of a readout at every token."""
+    L, h = _count("layers", layers), _count("heads", heads)
+    n, d, c = (_count(k, v) for k, v in (("n", n), ("d", d), ("c", c)))
+    item = np.dtype(dtype).itemsize
+    full = L - 1 if last_query else L  # layers whose every token queries
+    columns = full * h * c + (h if last_query else 0)  # query columns of all layers
+    j = h * c if full else h  # the widest layer's query columns
+    one = activation_bytes(n, d, c, j, dtype, training=training, threads=threads)
+    sizes = {
+        f"the attention weights S of the {L} layers (n, l, h, c, c)": n * c * columns * item,
+        "the queries and outputs of the layers (n, l, d, h c)": 2 * n * d * columns * item,
+        "the argmax of S (n, l, h, c)": n * columns * np.dtype(np.intp).itemsize,
+        "the residual stream (n, l, d, c)": (L + 1) * n * d * c * item,
+        "the scores of the blocks in flight": one["the scores of the blocks in flight"],
+    }
+    if layernorm:  # each layer's output and normalized input; the backward's temporaries
+        sizes["the layer norms' arrays (n, l, d, c)"] = (2 * L + 3 * training) * n * d * c * item
+    if training:
+        block = min(n, max(1, BLOCK_BYTES // (c * j * item)))
+        sizes["one layer's gradients (n, d, h c), (n, d, c) and score sums"] = (
+            2 * n * d * j + 4 * n * d * c + -(-n // block) * c * j
+        ) * item
+    if linear:
+        what = "the linear form's score gradient" if training else "the weights returned"
+        sizes[f"{what} (n, l, h, c, c)"] = n * c * (j if training else columns) * item
+    if rank:
+        r = _count("rank", rank)
+        sizes["the relative-key bias and WQ^T Y (n, h, c, c + r)"] = (
+            3 * n * h * c * c + L * n * h * r * c
+        ) * item
+    if vocab:
+        sizes["the logits and their gradient (n, c, V)"] = 3 * n * c * _count("vocab", vocab) * item
+    return sizes
+
+
+def check_stack_fits(
+    n: int,
+    d: int,
+    c: int,
+    layers: int,
+    heads: int,
+    dtype: npt.DTypeLike = np.float64,
+    *,
+    available: int | None = None,
+    **options: Any,
+) -> None:
+    """:func:`check_fits` of :func:`stack_activation_bytes` (``options``: its ``training``,
+    ``threads``, ``rank``, ``layernorm``, ``last_query``, ``linear``, ``vocab``): one
+    ``MemoryError`` line naming ``n``, ``c``, ``d``, the layers, heads, dtype and the largest
+    array when a step of the stack would not fit. Steps below :data:`SMALL_BYTES` are not
+    compared with the memory available unless ``available`` is given."""
+    sizes = stack_activation_bytes(n, d, c, layers, heads, dtype, **options)
+    if available is None and sum(sizes.values()) < SMALL_BYTES:
+        return
+    kind = "a training step" if options.get("training", True) else "an evaluation"
+    what = (
+        f"{kind} of the attention stack on a batch of {n} prompts of c={c} tokens "
+        f"(L={layers} layers of h={heads} heads, d={d}, {np.dtype(dtype).name})"
     )
     check_fits(sizes, what, available=available)

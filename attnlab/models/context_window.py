@@ -143,6 +143,7 @@ class ContextWindowModel:
             )
             self.params.update(theta)
         self._shapes = {k: v.shape for k, v in self.params.items()}
+        self._checked: dict[str, np.ndarray] = {}  # the parameter arrays last found valid
 
     @property
     def config(self) -> dict[str, Any]:
@@ -171,14 +172,19 @@ class ContextWindowModel:
         by :meth:`_diagnose` when a result is not finite), and the parameters' shapes; then,
         before anything is allocated, ``MemoryError`` naming the sizes when the step's
         activations cannot fit."""
-        for k, shape in self._shapes.items():
-            p = self.params.get(k)
-            if not isinstance(p, np.ndarray) or p.shape != shape or p.dtype.kind != "f":
-                got = "missing" if p is None else f"{type(p).__name__} {np.shape(p)}"
-                raise ValueError(
-                    f"params[{k!r}]: expected a float array of shape {shape}, received {got}"
-                    + (f" {p.dtype}" if isinstance(p, np.ndarray) else "")
-                )
+        params = self.params
+        if len(params) != len(self._checked) or any(
+            params.get(k) is not p for k, p in self._checked.items()
+        ):  # a parameter was replaced since the last check (an update in place keeps them)
+            for k, shape in self._shapes.items():
+                p = params.get(k)
+                if not isinstance(p, np.ndarray) or p.shape != shape or p.dtype.kind != "f":
+                    got = "missing" if p is None else f"{type(p).__name__} {np.shape(p)}"
+                    raise ValueError(
+                        f"params[{k!r}]: expected a float array of shape {shape}, received {got}"
+                        + (f" {p.dtype}" if isinstance(p, np.ndarray) else "")
+                    )
+            self._checked = dict(params)
         if not (isinstance(X, np.ndarray) and X.ndim == 3 and X.dtype.kind == "f"):
             X = as_float_array("X", X, ndim=3)
         if X.shape[0] == 0 or X.shape[2] == 0:

@@ -5,6 +5,7 @@ runs and call these. Not imported by ``import attnlab``, so that never touches m
 
 - :mod:`.maps`: attention maps, the weight on the target token over training, animations;
 - :mod:`.curves`: learning curves, the softmax backward's error against the score scale;
+- :mod:`.stack`: every layer's and head's attention of a stack on one prompt, and over training;
 - :mod:`.max_margin`, :mod:`.icl`, :mod:`.svm`: the figures of those reproductions.
 """
 
@@ -23,6 +24,7 @@ from attnlab.plots.max_margin import (
     plot_max_margin_run,
     plot_max_margin_seeds,
 )
+from attnlab.plots.stack import LayerFrames, animate_layer_maps, plot_layer_maps
 from attnlab.plots.svm import plot_svm_kq, plot_svm_multi_token, plot_svm_rank
 
 __all__ = [
@@ -30,7 +32,9 @@ __all__ = [
     "OTHER_COLOR",
     "TARGET_COLOR",
     "AttentionFrames",
+    "LayerFrames",
     "animate_attention",
+    "animate_layer_maps",
     "plot_attention_curves",
     "plot_attention_maps",
     "plot_backward_error",
@@ -38,6 +42,7 @@ __all__ = [
     "plot_icl_length",
     "plot_icl_rel_error",
     "plot_icl_shift",
+    "plot_layer_maps",
     "plot_max_margin",
     "plot_max_margin_kq",
     "plot_max_margin_run",

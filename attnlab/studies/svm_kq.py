@@ -118,7 +118,11 @@ def _build(cfg: Mapping[str, Any]) -> tuple[Task, Any, NormalizedGD]:
     for key in ("WK", "WQ"):
         model.params[key] = rng.uniform(-bound, bound, (d, d))
     if cfg["variant"] == "authors":
-        return task, Penalized(model, cfg["eps"], ("WK", "WQ")), NormalizedGD(True, cfg["eps"])
+        return (
+            task,
+            Penalized(model, cfg["eps"], ("WK", "WQ")),
+            NormalizedGD(per_param=True, eps=cfg["eps"]),
+        )
     return task, model, NormalizedGD(per_param=True)
 
 

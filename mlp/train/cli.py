@@ -84,6 +84,11 @@ def run_script(
         parser.fail(130, f"{err}{hint}")
     except KeyboardInterrupt as err:  # its message, if it has one, says what was kept
         parser.fail(130, str(err) or "interrupted")
+    except ImportError as err:
+        if not _interrupted(err):
+            raise
+        # a Ctrl-C inside a C extension's import (numpy's) surfaces as its ImportError
+        parser.fail(130, "interrupted")
     except MemoryError as err:
         parser.fail(2, f"error: {err or 'not enough memory'}{memory_hint}")
     except (ValueError, TypeError, FloatingPointError) as err:
@@ -91,6 +96,17 @@ def run_script(
     except OSError as err:
         where = f" {err.filename}:" if err.filename else ""
         parser.fail(2, f"error:{where} {err.strerror or err}")
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Whether a ``KeyboardInterrupt`` is among the causes or contexts of ``err``."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return False
 
 
 def run_or_resume(

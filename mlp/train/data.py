@@ -18,20 +18,40 @@ class Dataset:
     """Samples ``X`` (``(n, ...)``), targets ``y`` (``(n,)``) and named extra inputs, each with
     ``n`` rows: ``Dataset(X, y, Z=Z, target=target)``.
 
-    ``inputs`` is the dict of the extra inputs, passed to the model as keyword arguments; each
-    is also an attribute (``data.Z``).
+    Real ``X`` (floats or booleans) becomes float32/float64
+    (:func:`mlp.validation.as_float_array`; complex, object and string data are refused).
+    Integer ``X`` is a batch of token sequences ``(n, C)``, kept as it is (its integer dtype
+    unchanged; a model that wants reals converts it); its targets may be one per sample ``(n,)``
+    or one per token, integers of ``X``'s shape ``(n, C)`` (for next-token prediction).
+    ``inputs`` is the dict of the extra inputs, passed to the model as keyword arguments; each is
+    also an attribute (``data.Z``).
     """
 
     def __init__(self, X: object, y: object, **inputs: object) -> None:
-        self.X = as_float_array("Dataset.X", X)
+        kind = X.dtype.kind if isinstance(X, np.ndarray) else None
+        if kind is None:
+            try:
+                kind = np.asarray(X).dtype.kind
+            except (ValueError, TypeError):  # ragged lists and the like: as_float_array says so
+                pass
+        # integer X: token sequences, kept as they are; anything else as a real array
+        self.X = np.asarray(X) if kind in ("i", "u") else as_float_array("Dataset.X", X)
         if self.X.ndim < 1:
             raise ValueError(f"Dataset.X: expected one row per sample, received a scalar {X!r}")
         n = len(self.X)
         self.y = np.asarray(y)
-        if self.y.ndim != 1:
-            raise ValueError(f"Dataset.y: expected shape (n,), received {self.y.shape}")
         if self.y.dtype.kind not in "biuf":
             raise TypeError(f"Dataset.y: expected numeric targets, received dtype {self.y.dtype}")
+        tokens = self.X.dtype.kind in "iu"
+        if tokens and self.y.ndim == 2:
+            if self.y.shape != self.X.shape or self.y.dtype.kind not in "iu":
+                raise ValueError(
+                    f"Dataset.y: expected integer targets of X's shape {self.X.shape} (one per "
+                    f"token) or shape (n,), received {self.y.dtype} {self.y.shape}"
+                )
+        elif self.y.ndim != 1:
+            want = "(n,) or X's shape (n, C)" if tokens else "(n,)"
+            raise ValueError(f"Dataset.y: expected shape {want}, received {self.y.shape}")
         self.inputs: dict[str, np.ndarray] = {}
         for name, value in inputs.items():
             if value is None:

@@ -1,18 +1,19 @@
 """Sweeps: one experiment over a grid of options and seeds, each run a task on a Dask cluster.
 
-    result = sweep("attention", {"attention": ["prompt", "self", "kq"], "features": [4, 2]},
+    result = sweep("attnlab.studies.attention", {"attention": ["prompt", "kq"], "features": [4, 2]},
                    seeds=range(20), out="runs/iris-seeds")
 
 An experiment is a module with ``DEFAULTS`` (every option and its default, ``seed`` among them),
 ``resolve(config)`` (the defaults filled in; ``ValueError`` naming an unknown option or a bad
 value) and ``run_experiment(config, run_dir, *, progress=None) -> metrics``; optionally
 ``PRELOAD``, the modules its runs import on first use (the embedded cluster's worker processes
-start with them imported). :data:`EXPERIMENTS`
-names the library's; any importable module with these three names works too. The sweep calls
-``run_experiment`` once per grid point and seed, each call one task on an embedded
-``distributed.LocalCluster`` (one single-threaded worker process per usable core), on the cluster
-of a scheduler address, or one after another in this process (``workers=0``). Every grid point
-is resolved before anything runs, so a bad value stops the sweep before its first run.
+start with them imported). The experiment is given as a module or an importable module name
+(the command line adds its own table of short names, :func:`load_experiment`'s ``table``); any
+module with these three names works. The sweep calls ``run_experiment`` once per grid point and
+seed, each call one task on an embedded ``distributed.LocalCluster`` (one single-threaded worker
+process per usable core), on the cluster of a scheduler address, or one after another in this
+process (``workers=0``). Every grid point is resolved before anything runs, so a bad value stops
+the sweep before its first run.
 
 The sweep folder ``out`` holds:
 
@@ -39,14 +40,10 @@ import importlib
 import io
 import itertools
 import json
-import logging
-import multiprocessing
 import os
 import re
 import shutil
-import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -61,6 +58,7 @@ from tqdm import tqdm
 
 from mlp.threads import threads as attention_threads
 from mlp.threads import usable_cores
+from mlp.train.cluster import client as client_of
 from mlp.train.folders import read_json, to_jsonable, write_json
 from mlp.train.sweep_report import cell, write_report
 
@@ -376,98 +374,6 @@ class Table:
         self.rows.append(dict(row))
 
 
-def _start_forkserver() -> None:
-    """Start multiprocessing's forkserver (if not running) with SIGINT ignored, a disposition
-    that it and its forks keep: Ctrl-C in a terminal reaches every process of the group, and
-    the sweep, not its workers, handles it (by closing the cluster). This process ignores
-    SIGINT only while it forks the server (a few milliseconds)."""
-    from multiprocessing import forkserver
-
-    main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-    try:
-        forkserver.ensure_running()
-    finally:
-        if main:
-            signal.signal(signal.SIGINT, old)
-
-
-@contextmanager
-def _client(scheduler: str | None, workers: int, preload: Sequence[str]) -> Iterator[Any]:
-    """A Dask client of the cluster at ``scheduler``, or of an embedded cluster of ``workers``
-    single-threaded worker processes, closed at the end.
-
-    The embedded workers are forks of one ``forkserver`` process that imports ``preload``
-    once (where the platform has it), so that starting or restarting a worker costs a fork,
-    not a fresh interpreter importing numpy and the experiment, and no worker imports them
-    again on its first run.
-    """
-    if scheduler is not None:
-        from distributed import Client
-
-        try:
-            with _sigint_held():
-                client = Client(scheduler, timeout="10s")
-        except (OSError, ValueError, TypeError) as err:
-            raise ValueError(f"scheduler: cannot connect to {scheduler!r} ({err})") from err
-        try:
-            yield client
-        finally:
-            with _sigint_held(raise_after=False):  # a second Ctrl-C while the client closes
-                client.close()
-        return
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    preload = ["distributed", "matplotlib.pyplot", __name__, *preload]
-    if method == "forkserver":
-        # started first: it imports while this process imports distributed and starts the
-        # scheduler (the list distributed sets later applies to a server started later)
-        multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
-        _start_forkserver()
-    import dask
-    from distributed import Client, LocalCluster
-
-    cluster = client = None
-    try:
-        # a cluster interrupted while it starts could not be closed: a Ctrl-C waits for it
-        with (
-            _sigint_held(),
-            dask.config.set({"distributed.worker.multiprocessing-method": method}),
-        ):
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",  # any free port: several sweeps may run at once
-                silence_logs=logging.CRITICAL,  # a run's error is its row in failed.csv
-            )
-            client = Client(cluster)
-        yield client
-    finally:
-        with _sigint_held(raise_after=False):  # a second Ctrl-C while the cluster closes
-            if client is not None:
-                client.close()
-            if cluster is not None:
-                cluster.close()
-
-
-@contextmanager
-def _sigint_held(raise_after: bool = True) -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) that arrives within the block: raise it as ``KeyboardInterrupt``
-    when the block ends (``raise_after``) or drop it. Only the main thread handles signals;
-    elsewhere the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-    if held and raise_after:
-        raise KeyboardInterrupt
-
-
 def _outcomes(
     plan: Plan, runs: list[Run], out: Path, scheduler: str | None, workers: int
 ) -> Iterator[tuple[Run, dict[str, Any]]]:
@@ -483,7 +389,7 @@ def _outcomes(
 
     module = importlib.import_module(plan.module)
     preload = [plan.module, *getattr(module, "PRELOAD", ())]
-    with _client(scheduler, workers, preload) as client:
+    with client_of(scheduler, workers, [__name__, *preload]) as client:
         token = uuid.uuid4().hex[:8]  # keys of this invocation only, on a shared scheduler
         futures = {
             client.submit(

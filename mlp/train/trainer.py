@@ -459,19 +459,21 @@ class Trainer:
             loss, grads = self.model.loss_and_grads(batch.X, batch.y, **batch.inputs)
         except FloatingPointError as err:  # the model's own overflow check
             raise self._diverged(lr, str(err)) from None
-        if not np.isfinite(loss):
+        if not math.isfinite(loss):
             raise self._diverged(lr, f"the loss is {loss}")
-        for k in self.trainable:
-            if not np.isfinite(grads[k]).all():
-                raise self._diverged(lr, f"the gradient of parameter {k!r} is not finite")
+        trained = {k: grads[k] for k in self.trainable}
         try:
-            self.optimizer.step(self.model.params, {k: grads[k] for k in self.trainable}, lr)
+            self.optimizer.step(self.model.params, trained, lr)
         except ZeroGradientError as err:
             self.stop_reason = f"stopped at step {self.step + 1}: {err}"
             return None
+        # the outputs are checked once, after the update: a non-finite gradient makes its
+        # parameter non-finite too (or stops a normalized step), and is then named
         for k in self.trainable:
             if not np.isfinite(self.model.params[k]).all():
-                raise self._diverged(lr, f"the update made parameter {k!r} non-finite")
+                bad = [g for g in trained if not np.isfinite(trained[g]).all()]
+                what = f"the gradient of parameter {bad[0]!r} is not finite" if bad else ""
+                raise self._diverged(lr, what or f"the update made parameter {k!r} non-finite")
         return float(loss)
 
     def run(self) -> History:

@@ -1,7 +1,7 @@
 """The attention primitive ``out = X softmax(X^T Q)``: shapes, gradients, loop reference, extremes.
 
-Axis names of SPEC.md: ``n`` prompts, ``d`` features, ``c`` tokens (keys), ``j`` query columns.
-Finite differences are central, in float64, relative error < 1e-6 (``tests/gradcheck.py``).
+Axis names of ``docs/concepts.md``: ``n`` prompts, ``d`` features, ``c`` tokens (keys), ``j`` query
+columns. Finite differences are central, in float64, relative error < 1e-6 (``tests/gradcheck.py``).
 """
 
 import sys

@@ -1,8 +1,9 @@
 """The linear form of the primitive ``out = X (X^T Q) / N``, ``N = c - 1``: shapes, the formula
 written out, gradients against finite differences, the loop reference, errors.
 
-Axis names of SPEC.md: ``n`` prompts, ``d`` features, ``c`` tokens, ``j`` query columns.
-Finite differences are central, in float64, relative error < 1e-6 (``tests/gradcheck.py``).
+Axis names of ``docs/concepts.md``: ``n`` prompts, ``d`` features, ``c`` tokens, ``j`` query
+columns. Finite differences are central, in float64, relative error < 1e-6
+(``tests/gradcheck.py``).
 """
 
 import numpy as np

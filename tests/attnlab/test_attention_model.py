@@ -121,7 +121,8 @@ def test_every_parameter_matches_finite_differences(attention, pool, head, k) ->
 
 @pytest.mark.parametrize(("attention", "pool", "head", "k"), CONFIGS, ids=CONFIG_IDS)
 def test_forward_matches_the_formulas_written_out(attention, pool, head, k) -> None:
-    """Logits and weights against a per-prompt numpy computation of SPEC section 4."""
+    """Logits and weights against a per-prompt numpy computation of the model's formulas
+    (``docs/concepts.md``, the context-window model)."""
     model = _model(attention, pool, head, k)
     X, _, Z = _data(attention, k, seed=2)
     scores = _scores(model, X, Z)

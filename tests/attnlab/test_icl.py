@@ -15,6 +15,7 @@ from gradcheck import check_gradient, numerical_gradient, rel_error
 
 from attnlab import ContextWindowModel, make_task
 from attnlab.studies.icl import (
+    DEFAULTS,
     compare_with_gd,
     gamma,
     gd_sensitivity,
@@ -28,9 +29,9 @@ from attnlab.studies.icl import (
     product,
     reproduce,
     risk,
+    run_experiment,
     scale_inputs,
     shift_risk,
-    train_runs,
 )
 from attnlab.studies.icl import rel_error as icl_rel_error
 from attnlab.tasks import covariance_matrix, regression_prompts
@@ -373,14 +374,16 @@ def test_training_approaches_gamma_inverse() -> None:
     assert len(run.steps) == len(run.errors) and run.steps[-1] == 600
 
 
-def test_parallel_runs_equal_runs_in_process(tmp_path) -> None:
-    configs = {f"s{s}": {**SMALL, "seed": s} for s in (0, 1)}
-    one = train_runs(configs, tmp_path / "one", workers=1)
-    two = train_runs(configs, tmp_path / "two", workers=2)
-    assert list(one) == list(two) == ["s0", "s1"]
-    for name in configs:
+def test_reproduction_runs_on_the_sweep_equal_runs_in_this_process(tmp_path) -> None:
+    results = reproduce(
+        tmp_path / "two", d=2, N=6, seeds=[0, 1], steps=150, n_test=200, n_gd=50, workers=2
+    )
+    for r in results["runs"]:
+        config = json.loads((tmp_path / "two" / r["run_dir"] / "config.json").read_text())
+        config = {k: v for k, v in config.items() if k in DEFAULTS}
+        here = run_experiment(config, tmp_path / f"{r['covariance']}-{r['seed']}")
         for key in ("rel_error", "u", "off_block_norm", "test_loss", "closed_form_loss"):
-            assert one[name][key] == two[name][key], (name, key)
+            assert here[key] == r[key], (r["covariance"], r["seed"], key)
 
 
 def test_reduced_reproduction_writes_every_file(tmp_path) -> None:
@@ -415,3 +418,6 @@ def test_reduced_reproduction_writes_every_file(tmp_path) -> None:
         assert (tmp_path / name).stat().st_size > 0
     assert "R(M)" in (tmp_path / "results.md").read_text()
     assert len(lines) == 4  # two runs, the length curve, the GD comparison
+    assert all(
+        (tmp_path / r["run_dir"]).parent == tmp_path / "sweep" / "runs" for r in on_disk["runs"]
+    )

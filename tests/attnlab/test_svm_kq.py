@@ -157,7 +157,9 @@ def test_authors_recipe_is_the_same_on_the_float64_model():
     for _ in range(300):
         for model in models:
             _, grads = model.loss_and_grads(X, y, Z=Z)
-            NormalizedGD(True, EPS).step(model.params, {k: grads[k] for k in ("WK", "WQ")}, 0.1)
+            NormalizedGD(per_param=True, eps=EPS).step(
+                model.params, {k: grads[k] for k in ("WK", "WQ")}, 0.1
+            )
     for key in ("WK", "WQ"):
         assert rel_error(logspace.params[key], exact.params[key]) < 1e-8, key
     assert np.linalg.norm(exact.params["WK"]) > 10  # the scores are large: the softmax saturated

@@ -1,5 +1,5 @@
-"""The prompt tasks (SPEC section 5): shapes, labels, markers, no train/test leakage, and a short
-training run of the demo that learns.
+"""The prompt tasks (the tasks of ``docs/concepts.md``): shapes, labels, markers, no train/test
+leakage, and a short training run of the demo that learns.
 
 Expected values are computed independently: shapes are written out, the iris table comes from
 scikit-learn directly, and the split from ``mlp.data.load_iris_split`` (its own tests check it).

@@ -13,6 +13,7 @@ import mlp
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"n": 3, "d": 4, "e": 6, "c": 5, "j": 2, "m": 7, "k": 4, "r": 3, "s": 2, "a": 2, "b": 3}
+SIZES |= {"h": 2, "o": 5, "t": 4, "v": 6}
 
 # every pattern the library passes to contract, directly or through mlp.threads.
 # contract_by_prompts (test_the_table_is_the_librarys_patterns keeps
@@ -60,6 +61,24 @@ LIBRARY = [
     ("n e, d e -> n d", "A h or W e_q per prompt"),
     ("n d, d e -> n e", "(S v)^T W per prompt"),
     ("n d, n d -> n", "x_q^T h per prompt"),
+    ("n d c, n d -> n c", "in-context regression with depth: the examples' predictions X w"),
+    # the attention stack (k: a merged axis of heads and features)
+    ("k d, n d t -> n k t", "every head's queries A' Y (or WQ^T Y) as one matrix"),
+    ("e k, n k t -> n e t", "out = V' P: the heads' outputs summed"),
+    ("n e t, n k t -> e k", "dV' = sum dOut P^T"),
+    ("e k, n e t -> n k t", "dP = V'^T dOut"),
+    ("n k t, n d t -> k d", "dA' = sum dQ Y^T"),
+    ("k d, n k t -> n d t", "dY = A'^T dQ"),
+    ("n d t, n k t -> d k", "dWQ = sum Y dQr^T (relative-key)"),
+    ("h e r, h d r -> h e d", "A_h = WK_h WQ_h^T per head"),
+    ("h e d, h d r -> h e r", "dWK_h = dA_h WQ_h"),
+    ("h e d, h e r -> h d r", "dWQ_h = dA_h^T WK_h"),
+    ("h o r, n h r t -> n h o t", "RK . Qr: the relative-key scores by offset"),
+    ("n h o t, n h r t -> h o r", "dRK = sum dB Qr^T"),
+    ("h o r, n h o t -> n h r t", "dQr = RK^T dB"),
+    ("n d c, v d -> n c v", "token logits U X per position"),
+    ("n c v, n d c -> v d", "dU = sum dZ^T X"),
+    ("v d, n c v -> n d c", "dX = U^T dZ"),
     ("n d, e d -> n e", "W z of one query per prompt"),
     ("n e c, n e -> n c", "scores x_t^T (W z) of one query per prompt"),
     ("n e, n d -> e d", "sum_i (X_i a_i) z_i^T: a cross-attention gradient"),

@@ -135,14 +135,17 @@ def test_optimizer_state_errors() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "cls"), [("sgd", mlp.SGD), ("ngd", mlp.NormalizedGD), ("adam", mlp.Adam)]
+    ("name", "cls"),
+    [("sgd", mlp.SGD), ("ngd", mlp.NormalizedGD), ("adam", mlp.Adam), ("adamw", mlp.AdamW)],
 )
 def test_make_optimizer(name: str, cls: type) -> None:
     assert isinstance(mlp.make_optimizer(name), cls)
 
 
 def test_make_optimizer_unknown() -> None:
-    with pytest.raises(ValueError, match="optimizer: expected one of 'sgd', 'ngd', 'adam'"):
+    with pytest.raises(
+        ValueError, match="optimizer: expected one of 'sgd', 'ngd', 'adam', 'adamw'"
+    ):
         mlp.make_optimizer("rmsprop")
 
 
@@ -167,7 +170,7 @@ def test_schedules(kind: str, decay_steps: float, t: int, expected: float) -> No
         (("constant", 0.0), "lr: expected a positive"),
         (("inverse", float("nan")), "lr: expected a positive"),
         (("inverse", 0.1, 0.0), "decay_steps: expected a positive"),
-        (("cosine", 0.1), "schedule: expected one of 'constant', 'inverse'"),
+        (("linear", 0.1), "schedule: expected one of 'constant', 'inverse'"),
     ],
 )
 def test_schedule_errors(args: tuple, match: str) -> None:

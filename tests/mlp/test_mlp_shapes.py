@@ -1,7 +1,7 @@
 """Table-driven shape tests: every public function of ``mlp`` against literal expected shapes.
 
 The expected shapes are written out in the tables (never computed from the outputs), in the axis
-names of SPEC.md: ``n`` samples, ``d`` features, ``m`` hidden units, ``k`` classes.
+names of ``docs/concepts.md``: ``n`` samples, ``d`` features, ``m`` hidden units, ``k`` classes.
 """
 
 import numpy as np

@@ -20,7 +20,7 @@ import pytest
 
 from mlp.experiment import FILES, finish, prepare, resume_experiment, run_experiment
 from mlp.network import MLP
-from mlp.train import folders
+from mlp.train import files, folders
 from mlp.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mlp.train.cli import ScriptParser, exit_status, run_script
 from mlp.train.folders import (
@@ -256,7 +256,7 @@ def test_json_that_is_not_a_plain_object_is_refused(tmp_path: Path, text: str, m
 def test_json_larger_than_the_bound_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(folders, "MAX_JSON_BYTES", 100)
+    monkeypatch.setattr(files, "MAX_JSON_BYTES", 100)
     (tmp_path / "config.json").write_text(json.dumps({"a": "x" * 200}))
     with pytest.raises(RunFolderError, match="larger than 100 bytes"):
         read_json(tmp_path / "config.json")
@@ -447,3 +447,27 @@ def test_a_run_that_stops_early_says_why_with_status_3(capsys: pytest.CaptureFix
     metrics = {"stop_reason": "stopped_early", "message": "stopped at step 1: zero gradient"}
     assert exit_status(parser, metrics) == 3
     assert capsys.readouterr().err == "x: stopped_early: stopped at step 1: zero gradient\n"
+
+
+def test_a_ctrl_c_turned_into_an_import_error_is_an_interrupt(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """numpy's C extensions turn a Ctrl-C during their import into an ImportError that has the
+    KeyboardInterrupt among its causes: the script still ends with status 130 and one line."""
+
+    def work() -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise ImportError("PyCapsule_Import could not import module 'datetime'") from err
+
+    with pytest.raises(SystemExit) as stop:
+        run_script(ScriptParser(prog="x"), work)
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "x: interrupted\n"
+
+    def broken() -> None:
+        raise ImportError("no module named nothing")
+
+    with pytest.raises(ImportError):  # a real ImportError is not swallowed
+        run_script(ScriptParser(prog="x"), broken)

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from attnlab.blocks.memory import check_fits
-from attnlab.blocks.queries import ATTENTIONS, VARIANTS
+from attnlab.blocks.queries import VARIANTS
 from attnlab.models.context_window import HEADS, POOLS, ContextWindowModel
 from attnlab.studies.attention.runs import SavedRun, animate_run, load, plot_run
-from attnlab.tasks import REGISTRY, TASKS, Task, fixed_head, make_task
+from attnlab.tasks import REGISTRY, Task, fixed_head, make_task
 from mlp.data import CLASS_NAMES
 from mlp.train.data import Dataset
 from mlp.train.folders import create_run_dir, finish_run, resume_from, save_arrays, write_json
@@ -120,13 +120,19 @@ FILES = (
 )
 
 
+def prompt_tasks() -> tuple[str, ...]:
+    """The tasks of this experiment: those of the registry (as it is now) with a fixed set of
+    real-valued prompts."""
+    return tuple(name for name, spec in REGISTRY.items() if not spec.stream)
+
+
 def default_options(task: str = "iris-in-context", features: int | None = None) -> dict[str, Any]:
     """Every option's default for ``task`` (and, for iris-in-context, ``features``).
 
     ``batch_size`` None is full batch; ``eval_every`` None is 30 evaluations per run;
     ``checkpoint_every`` None is at every evaluation.
     """
-    choice("task", task, TASKS)
+    choice("task", task, prompt_tasks())
     opts = dict(DEFAULTS, task=task)
     if task == "iris-in-context":
         opts.update(IRIS_DEFAULTS)
@@ -158,7 +164,7 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
             f"{task!r} (received features={config['features']})"
         )
     opts.update({k: v for k, v in config.items() if v is not None})
-    choice("attention", opts["attention"], ATTENTIONS)
+    choice("attention", opts["attention"], tuple(VARIANTS))
     choice("pool", opts["pool"], POOLS)
     choice("head", opts["head"], HEADS)
     choice("optimizer", opts["optimizer"], OPTIMIZERS)

@@ -67,7 +67,7 @@ def load(run_dir: str | Path) -> SavedRun:
 
 
 def _check_config(config: dict[str, Any], model: ContextWindowModel, path: Path) -> None:
-    """The entries of ``config.json`` that :func:`attnlab.plots.plot_run` reads."""
+    """The entries of ``config.json`` that :func:`plot_run` reads."""
     try:
         choice("task", config.get("task"), tuple(REGISTRY))
         for name in ("attention", "pool"):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from attnlab.studies.max_margin import (
+from attnlab.studies.max_margin.runs import (
     ALIGNED,
     GD_LR,
     INIT_MEANING,
