@@ -85,3 +85,20 @@ def test_every_module_sits_in_a_layer() -> None:
         if m not in roots and not any(m == p or m.startswith(p + ".") for p in placed)
     )
     assert loose == [], f"modules in no layer of pyproject.toml: {loose}"
+
+
+def test_an_install_ships_every_package() -> None:
+    """A non-editable install holds every package of the source tree (a fixed list of top
+    packages would leave the subpackages out)."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    shipped = set(find_packages(str(ROOT), include=find["find"]["include"]))
+    on_disk = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("mlp", "attnlab")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
+    assert on_disk <= shipped and "attnlab.studies.max_margin" in shipped
