@@ -44,6 +44,7 @@ HEADINGS = {
     "scaling": "scaling",
     "memory": "peak memory",
     "research": "research sizes",
+    "stack": "stack",
 }
 
 

@@ -12,8 +12,9 @@ gives medians (``bench.json`` keeps every sample). The references (:mod:`attnlab
 are checked against the library before any timing.
 
 The modules: ``plan`` (sizes of each mode, what a part is), ``timing``, ``machine``,
-``references`` (plain matmul and PyTorch), one per part (``mlp_speedup``, ``step``, ``threads``,
-``scaling``, ``memory``, ``research``), ``figures`` and ``report`` (the text and the targets).
+``references`` (plain matmul and PyTorch), one per part (``mlp_speedup``, ``step``,
+``threads``, ``scaling``, ``memory``, ``research``, ``stack``), ``figures`` and ``report`` (the
+text and the targets).
 A new part is a module with its ``measure(options)``, a figure, report lines and targets, and
 one entry of :data:`PARTS`.
 """
@@ -26,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from attnlab.bench import figures, memory, mlp_speedup, research, scaling, step, threads
+from attnlab.bench import figures, memory, mlp_speedup, research, scaling, stack, step, threads
 from attnlab.bench import report as text
 from attnlab.bench.machine import machine_info
 from attnlab.bench.plan import MODES, Options, Part
@@ -59,6 +60,7 @@ PARTS: dict[str, Part] = {
         text.research_targets,
         uses_torch=True,
     ),
+    "stack": Part(stack.measure, stack.figure, stack.report, stack.targets, uses_torch=True),
 }
 
 

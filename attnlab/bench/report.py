@@ -26,6 +26,7 @@ TARGETS = {
     "demo_default_over_1_thread_max": 1.1,  # the demo's small step: default / 1 thread
     "memory_ratio_max": 3.0,  # peak memory of the step / cached activations
     "research_vs_torch_max": 0.8,  # the trainer's update / PyTorch's, at a study's size
+    "stack_vs_torch_max": 0.8,  # the stack's step / PyTorch's (L=2, H=4, C=64, d=64, n=256)
 }
 
 
