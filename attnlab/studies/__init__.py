@@ -25,4 +25,7 @@ EXPERIMENTS = {
     "max-margin": "attnlab.studies.max_margin",
     "icl": "attnlab.studies.icl",
     "stack": "attnlab.studies.stack",
+    "svm-kq": "attnlab.studies.svm_kq",
+    "svm-multi-token": "attnlab.studies.svm_multi_token",
+    "svm-rank": "attnlab.studies.svm_rank",
 }
