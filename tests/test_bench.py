@@ -171,6 +171,16 @@ def test_research_without_torch_times_the_library_alone(tmp_path: Path) -> None:
     assert "note: torch skipped (asked not to use it)" in proc.stdout
 
 
+def test_stack_without_torch_times_the_library_alone(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _run("--quick-test", "--only", "stack", "--no-torch", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / "bench.json").read_text())["stack"]
+    assert set(res["times"]) == {"attnlab"} and res["ratio"] is None
+    assert (out / "stack.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "PyTorch not timed (torch skipped (asked not to use it))" in proc.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -180,8 +180,8 @@ def torch_training(trainer: Trainer, loss: Callable[..., Any]) -> TorchTraining:
     The update is written out (``p -= lr * g``, or ``lr * g / ||g||`` over all trained
     parameters), as in a hand-written loop; divergence is not checked.
     """
-    torch = import_torch()
     rule, start = _update_rule(trainer.optimizer)
+    torch = import_torch()
     params = trainer.model.params
     trained = list(trainer.trainable)
     init = {k: torch.from_numpy(v.copy()) for k, v in params.items()}

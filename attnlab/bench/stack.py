@@ -125,30 +125,31 @@ def bench_stack(
     mask: str | None = "causal",
     repeats: int = 7,
     seed: int = 0,
+    torch: bool = True,
 ) -> dict[str, Any]:
     """Time the stack's ``loss_and_grads`` against :func:`torch_stack_step` at the default
     thread counts: ``{"sizes", "max_rel_error", "times": {"attnlab": [...], "torch": [...],
     "torch_last_query": [...]}, "median": {...}, "ratio", "ratio_last_query"}``: ``ratio`` is
     the attnlab median over the median of PyTorch as written (the whole top layer),
     ``ratio_last_query`` over PyTorch with the library's shortcut (the top layer's last query
-    alone), in seconds per step. Raises ImportError without torch."""
+    alone), in seconds per step. Raises ImportError without torch; ``torch=False`` times
+    attnlab alone (no error, no ratios: those keys are None)."""
     model, X, y = stack_problem(n, d, c, layers, heads, mask, seed)
-    fns: dict[str, Step] = {
-        "attnlab": lambda: model.loss_and_grads(X, y),
-        "torch": torch_stack_step(model, X, y),
-        "torch_last_query": torch_stack_step(model, X, y, last_query=True),
-    }
+    fns: dict[str, Step] = {"attnlab": lambda: model.loss_and_grads(X, y)}
+    if torch:
+        fns["torch"] = torch_stack_step(model, X, y)
+        fns["torch_last_query"] = torch_stack_step(model, X, y, last_query=True)
     results = {k: f() for k, f in fns.items()}
-    error = max(max_rel_error(results["attnlab"], results[k]) for k in fns if k != "attnlab")
+    others = [max_rel_error(results["attnlab"], results[k]) for k in fns if k != "attnlab"]
     times = time_alternating(fns, repeats)  # type: ignore[arg-type]
     median = {k: float(np.median(v)) for k, v in times.items()}
     return {
         "sizes": {"n": n, "d": d, "c": c, "layers": layers, "heads": heads, "mask": mask},
-        "max_rel_error": error,
+        "max_rel_error": max(others) if others else None,
         "times": times,
         "median": median,
-        "ratio": median["attnlab"] / median["torch"],
-        "ratio_last_query": median["attnlab"] / median["torch_last_query"],
+        "ratio": median["attnlab"] / median["torch"] if torch else None,
+        "ratio_last_query": median["attnlab"] / median["torch_last_query"] if torch else None,
     }
 
 
@@ -160,20 +161,20 @@ SIZES = {"n": 256, "d": 64, "c": 64, "layers": 2, "heads": 4, "mask": "causal"}
 
 def measure(options: Any) -> dict[str, Any]:
     """The part: :func:`bench_stack` at :data:`SIZES` (tiny ones in the tests' mode), with the
-    mode's repeats; nothing without torch (the comparison is the whole part)."""
-    if options.torch_note is not None:
-        return {"skipped": options.torch_note}
+    mode's repeats; attnlab alone without torch (``torch_note`` says why)."""
     sizes = dict(SIZES)
     if not options.sizes.autorange:  # --quick-test
         sizes.update(n=4, d=4, c=5, heads=2)
-    return bench_stack(**sizes, repeats=options.sizes.repeats, seed=options.seed)
+    res = bench_stack(
+        **sizes, repeats=options.sizes.repeats, seed=options.seed, torch=options.torch_note is None
+    )
+    res["torch_note"] = options.torch_note
+    return res
 
 
 def figure(res: dict[str, Any], path: Any) -> None:
     """Median time of one step (with the interquartile range): attnlab beside PyTorch as written
-    and with the top layer's last query alone."""
-    if "skipped" in res:
-        return
+    and with the top layer's last query alone (attnlab alone without torch)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,7 +195,8 @@ def figure(res: dict[str, Any], path: Any) -> None:
     s = res["sizes"]
     ax.set_title(
         f"stack step: L={s['layers']}, H={s['heads']}, C={s['c']}, d={s['d']}, n={s['n']}, "
-        f"{s['mask']}, float64, default threads; ratio {res['ratio']:.2f}x",
+        f"{s['mask']}, float64, default threads"
+        + ("" if res["ratio"] is None else f"; ratio {res['ratio']:.2f}x"),
         fontsize=9,
     )
     save_figure(fig, path, dpi=120)
@@ -203,13 +205,19 @@ def figure(res: dict[str, Any], path: Any) -> None:
 
 def report(res: dict[str, Any]) -> list[str]:
     """The part's lines: the sizes, the medians and the two ratios."""
-    if "skipped" in res:
-        return ["", f"stack: skipped ({res['skipped']})"]
     s, m = res["sizes"], res["median"]
-    return [
+    head = [
         "",
         f"stack step (loss_and_grads): L = {s['layers']}, H = {s['heads']}, C = {s['c']}, "
         f"d = {s['d']}, n = {s['n']}, mask {s['mask']}, float64, default threads; medians",
+    ]
+    if res["ratio"] is None:
+        return [
+            *head,
+            f"attnlab {m['attnlab'] * 1e3:.1f} ms; PyTorch not timed ({res['torch_note']})",
+        ]
+    return [
+        *head,
         "| attnlab | PyTorch | attnlab / PyTorch | PyTorch, last query only | ratio |",
         "| --- | --- | --- | --- | --- |",
         f"| {m['attnlab'] * 1e3:.1f} ms | {m['torch'] * 1e3:.1f} ms | {res['ratio']:.2f}x | "
