@@ -8,7 +8,7 @@ interquartile range relative to its median (``bench.json`` keeps every sample).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from attnlab.bench.plan import Part, TargetValue
@@ -135,13 +135,19 @@ def step_report(r: dict[str, Any]) -> list[str]:
         roof = ", ".join(f"{lab} {row[lab]['roof_gflops']:.1f}" for lab in ("default", pinned))
         lines.append(f"  {row['dtype']} d={row['d']}: {ratios} (roof GFLOP/s: {roof})")
         lines.append(f"    {rounds_text(row['rounds'])}")
+    return lines + spread_and_note(r, lambda row: f"{row['dtype']}, d={row['d']}")
+
+
+def spread_and_note(r: dict[str, Any], label: Callable[[dict[str, Any]], str]) -> list[str]:
+    """The spread of every timed sample of ``r["rows"]`` (each named by its implementation, its
+    thread count and ``label(row)``), then the note on PyTorch, if any."""
     times = {
-        f"{k}, {threads_text(lab)}, {row['dtype']}, d={row['d']}": s
+        f"{k}, {threads_text(lab)}, {label(row)}": s
         for row in r["rows"]
         for lab, ts in row["times"].items()
         for k, s in ts.items()
     }
-    lines.append(spread_text(times))
+    lines = [spread_text(times)]
     if r["torch_note"]:
         lines.append(f"note: {r['torch_note']}")
     return lines
@@ -264,16 +270,7 @@ def research_report(r: dict[str, Any]) -> list[str]:
         )
     for row in r["rows"]:
         lines.append(f"  {row['name']}: {rounds_text(row['rounds'])}")
-    times = {
-        f"{k}, {threads_text(lab)}, {row['name']}": s
-        for row in r["rows"]
-        for lab, ts in row["times"].items()
-        for k, s in ts.items()
-    }
-    lines.append(spread_text(times))
-    if r["torch_note"]:
-        lines.append(f"note: {r['torch_note']}")
-    return lines
+    return lines + spread_and_note(r, lambda row: row["name"])
 
 
 # --- targets -----------------------------------------------------------------------------------
