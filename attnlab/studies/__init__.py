@@ -26,4 +26,7 @@ EXPERIMENTS = {
     "icl": "attnlab.studies.icl",
     "icl-depth": "attnlab.studies.icl_depth",
     "stack": "attnlab.studies.stack",
+    "svm-kq": "attnlab.studies.svm_kq",
+    "svm-multi-token": "attnlab.studies.svm_multi_token",
+    "svm-rank": "attnlab.studies.svm_rank",
 }

@@ -14,8 +14,10 @@ The run folder (through :mod:`mlp.train.folders`: one run, ``metrics.json`` last
 weights ``S (t, p, l, h, c, c)`` at each evaluation), ``curves.png``, ``attention_layers.png``
 (the first snapshot prompt at the end) and ``metrics.json``: the test loss and accuracy; on
 ``repeated-tokens`` the ``induction_score`` of the top layer and the ``previous_token_score`` of
-the first (the best head of each); on ``markov-in-context`` the last-token KL to the true
-transition and its baselines.
+the first (the best head of each), and ``induction_score_half_length``, the same probe on
+prompts half as long (a head that matches tokens keeps its score there; one that attends at a
+fixed offset, which a relative-position bias can learn for prompts of one length, does not); on
+``markov-in-context`` the last-token KL to the true transition and its baselines.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from attnlab.blocks.heads import ATTENTIONS, MASKS, POSITIONS, SCORES
 from attnlab.induction import baselines, induction_score, last_token_kl, previous_token_score
 from attnlab.models.stack import AttentionStack
+from attnlab.sequences import repeated_token_sequences
 from attnlab.tasks import Task, make_task
 from mlp.train.data import Dataset
 from mlp.train.folders import (
@@ -238,9 +241,17 @@ class Experiment:
                 first.append(previous_token_score(S[0]) * w)
                 last.append(induction_score(S[-1], part.X) * w)
             n = len(task.test)
+            # the same probe on prompts half as long (another period): an induction head
+            # matches tokens and keeps its score; attention at a fixed offset does not
+            half = max(2, 2 * (self.options["context"] // 4))
+            rng = np.random.default_rng([self.options["seed"], 3])
+            short = repeated_token_sequences(PROBE_CHUNK, self.options["vocab"], half, rng).X
             return {
                 "previous_token_score": float(np.max(np.sum(first, axis=0) / n)),
                 "induction_score": float(np.max(np.sum(last, axis=0) / n)),
+                "induction_score_half_length": float(
+                    np.max(induction_score(model.attention_weights(short)[-1], short))
+                ),
             }
         if task.name == "markov-in-context":
             X = task.test.X
@@ -378,8 +389,12 @@ class SavedRun:
 
 
 def is_stack_run(run_dir: str | Path) -> bool:
-    """Whether ``run_dir``'s ``config.json`` says it holds a run of this experiment."""
-    return read_json(Path(run_dir) / "config.json").get("experiment") == NAME
+    """Whether ``run_dir``'s ``config.json`` says it holds a run of this experiment (False when
+    it has none, or none that reads: the caller's own loading then names what is wrong)."""
+    try:
+        return read_json(Path(run_dir) / "config.json").get("experiment") == NAME
+    except (OSError, ValueError):
+        return False
 
 
 def load(run_dir: str | Path) -> SavedRun:
