@@ -67,7 +67,7 @@ def plot_parameter_maps(
     each value written in its cell; one symmetric color scale per row."""
     n_rows = len(rows)
     n_cols = max(len(M) for _, M in rows)
-    fig = Figure(figsize=(2.6 * n_cols + 0.6, 2.5 * n_rows + 0.5))
+    fig = Figure(figsize=(2.6 * n_cols + 0.6, 2.5 * n_rows + 0.5), layout="constrained")
     axes = np.array(fig.subplots(n_rows, n_cols, squeeze=False))
     for r, (name, M) in enumerate(rows):
         scale = float(np.max(np.abs(M))) or 1.0
@@ -86,5 +86,4 @@ def plot_parameter_maps(
             ax.set_title(name.replace("{l}", str(l)), fontsize=9)
         fig.colorbar(im, ax=list(axes[r]), shrink=0.8)
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(top=0.86 if n_rows > 1 else 0.78)
-    return save_figure(fig, path, dpi=DPI)  # no tight_layout: it fights the shared colorbars
+    return save_figure(fig, path, dpi=DPI)  # the constrained layout leaves room for the colorbars
