@@ -24,4 +24,5 @@ EXPERIMENTS = {
     "mlp": "mlp.experiment",
     "max-margin": "attnlab.studies.max_margin",
     "icl": "attnlab.studies.icl",
+    "induction": "attnlab.studies.induction",
 }
