@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     out, results = run_script(p, work)
-    met = checks(results)
-    print(f"targets met: {sum(ok for _, ok, _ in met)} of {len(met)}; wall time "
+    met = [ok for _, ok, _ in checks(results) if ok is not None]
+    print(f"targets met: {sum(met)} of {len(met)}; wall time "
           f"{results['wall_s']:.0f} s; results: {out / 'results.md'}")  # fmt: skip
     print(f"output folder: {out}")
     return 0

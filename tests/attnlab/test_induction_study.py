@@ -1,6 +1,7 @@
 """The induction-head study: the minimal model (against a loop over its formulas, and its
-gradients by central differences), the stack at the authors' initialization, the options, one
-run of each model, and a small reproduction's ``results.json``."""
+gradients by central differences), the transformer at the authors' initialization and its
+factored values' gradients, the options, one run of each model, a small reproduction's
+``results.json``, and the figures."""
 
 from __future__ import annotations
 

@@ -161,8 +161,10 @@ def _within(v: float | None, bounds: tuple[float, float]) -> bool:
     return v is not None and bounds[0] <= v <= bounds[1]
 
 
-def checks(results: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
-    """The targets of the reproduction (:data:`TARGETS`), each ``(what, met, measured)``."""
+def checks(results: Mapping[str, Any]) -> list[tuple[str, bool | None, str]]:
+    """The targets of the reproduction (:data:`TARGETS`), each ``(what, met, measured)``; the
+    stack with a bias per offset gets the same rows with ``met`` None (reported beside the
+    authors' form, whose targets they are)."""
     t = TARGETS
     base = results["baselines"]
     rel = {k: base[k] / v - 1 for k, v in PUBLISHED_BASELINES.items()}
@@ -199,6 +201,7 @@ def checks(results: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
         rs = kinds.get(("stack", positions), [])
         if not rs:
             continue
+        judged = positions == "relative-key"  # the targets are the authors' form's
         plateau = [r["plateau_kl"] for r in rs]
         drops = [r["drop_step"] for r in rs]
         hits = sum(_within(v, t["drop_step"]) for v in drops)
@@ -209,7 +212,7 @@ def checks(results: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
             and r["induction_score"] >= t["induction_score"]
             for r in dropped
         ]
-        out += [
+        rows = [
             (
                 f"stack {positions}: plateau_kl in {list(t['plateau_kl'])} for every seed",
                 all(_within(v, t["plateau_kl"]) for v in plateau),
@@ -228,6 +231,7 @@ def checks(results: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
                 f"{sum(good)} of the {len(dropped)} seeds that dropped",
             ),
         ]
+        out += [(what, met if judged else None, measured) for what, met, measured in rows]
     return out
 
 
@@ -295,7 +299,8 @@ def results_markdown(
         ]
     lines += ["", "## Targets", "", "| target | met | measured |", "| --- | --- | --- |"]
     for what, met, measured in checks(results):
-        lines.append(f"| {what} | {'yes' if met else 'NO'} | {measured} |")
+        said = "reported" if met is None else ("yes" if met else "NO")
+        lines.append(f"| {what} | {said} | {measured} |")
     cpu = sum(c for _, c in timing["runs"].values())
     lines += [
         "",
