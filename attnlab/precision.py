@@ -136,3 +136,89 @@ def dq_errors(
             _, dQ = attend_backward(dOut, cache, need_dX=False, textbook=name == "textbook")
             errors[name][k] = relative_error(dQ, reference, digits).max()
     return errors
+
+
+def kq_gradient_reference(
+    X: np.ndarray,
+    Z: np.ndarray,
+    y: np.ndarray,
+    v: np.ndarray,
+    WK: np.ndarray,
+    WQ: np.ndarray,
+    digits: int = 50,
+) -> dict[str, list]:
+    """The gradients of ``J = (1/n) sum_i log(1 + exp(-y_i v^T X_i softmax(X_i^T WK WQ^T z_i)))``
+    with respect to ``WK`` and ``WQ``, in mpmath at ``digits`` significant digits, from the
+    float64 inputs taken exactly: ``{"WK": rows, "WQ": rows}``, each ``d`` lists of ``r``
+    ``mpf`` (whose exponent range has no underflow: the terms that float64 rounds to 0 stay).
+
+    ``X (n, d, c)``, ``Z (n, d)``, ``y (n,)``, ``v (d,)``, ``WK, WQ (d, r)``. Per prompt: the
+    scores ``sigma_t = x_t^T WK WQ^T z``, ``s = softmax(sigma)``, ``g_t = v^T x_t``,
+    ``o = sum_t s_t g_t``, ``c = -(y / n) / (1 + exp(y o))``, ``a_t = c s_t sum_b s_b (g_t -
+    g_b)``; ``G = sum_i sum_t a_it x_it z_i^T``, ``dWK = G WQ``, ``dWQ = G^T WK``.
+    """
+    import mpmath  # the optional test extra: only this reference needs it
+
+    X = check_prompts(X)
+    n, d, c = X.shape
+    arrays = {"Z": (Z, (n, d)), "y": (y, (n,)), "v": (v, (d,))}
+    for name, (a, shape) in arrays.items():
+        if np.shape(a) != shape:
+            raise ValueError(f"{name}: expected shape {shape} to match X, received {np.shape(a)}")
+    if np.shape(WK) != np.shape(WQ) or np.ndim(WK) != 2 or np.shape(WK)[0] != d:
+        raise ValueError(
+            f"WK, WQ: expected two arrays of shape (d={d}, r), received {np.shape(WK)} and "
+            f"{np.shape(WQ)}"
+        )
+    for name, a in (("Z", Z), ("y", y), ("v", v), ("WK", WK), ("WQ", WQ)):
+        check_finite(name, as_float_array(name, a))
+    digits = positive("digits", digits, integer=True)
+    r = np.shape(WK)[1]
+
+    def mp(a: np.ndarray) -> mpmath.matrix:
+        a = np.asarray(a, dtype=np.float64)
+        return mpmath.matrix([[mpmath.mpf(float(u)) for u in row] for row in np.atleast_2d(a)])
+
+    with mpmath.workdps(digits):
+        K, Q, V = mp(WK), mp(WQ), mp(np.asarray(v)[None, :])
+        W = K * Q.T
+        G = mpmath.zeros(d, d)
+        for i in range(n):
+            x, z = mp(X[i]), mp(np.asarray(Z)[i][:, None])  # (d, c), (d, 1)
+            sigma = [(x[:, t].T * W * z)[0] for t in range(c)]
+            top = max(sigma)
+            e = [mpmath.exp(s - top) for s in sigma]
+            s = [u / sum(e) for u in e]
+            g = [(V * x[:, t])[0] for t in range(c)]
+            o = sum(s[t] * g[t] for t in range(c))
+            yi = mpmath.mpf(float(y[i]))
+            ci = -(yi / n) / (1 + mpmath.exp(yi * o))
+            for t in range(c):
+                a = ci * s[t] * sum(s[b] * (g[t] - g[b]) for b in range(c))
+                G += a * x[:, t] * z.T
+        grads = {"WK": G * Q, "WQ": G.T * K}
+        return {k: [[g[e, j] for j in range(r)] for e in range(d)] for k, g in grads.items()}
+
+
+def scaled_relative_error(
+    a: np.ndarray, log_scale: float, reference: list, digits: int = 50
+) -> float:
+    """``||exp(log_scale) a - ref||_F / ||ref||_F`` in mpmath at ``digits`` digits: ``a (d, r)``
+    a gradient carried as ``exp(log_scale) a`` (``log_scale = 0`` for a plain float64 one; an
+    exactly zero ``a`` gives 1), ``reference`` the rows of :func:`kq_gradient_reference`."""
+    import mpmath
+
+    a = as_float_array("a", a, ndim=2)
+    if a.shape != (len(reference), len(reference[0])):
+        raise ValueError(
+            f"a: expected the reference's shape ({len(reference)}, {len(reference[0])}), "
+            f"received {a.shape}"
+        )
+    with mpmath.workdps(digits):
+        scale = mpmath.exp(mpmath.mpf(float(log_scale)))
+        num = den = mpmath.mpf(0)
+        for row, ref in zip(a, reference, strict=True):
+            for u, r in zip(row, ref, strict=True):
+                num += (scale * mpmath.mpf(float(u)) - r) ** 2
+                den += r**2
+        return float(mpmath.sqrt(num / den))

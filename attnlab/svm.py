@@ -25,7 +25,10 @@ program, solved with cvxpy (the optional extra ``svm``), imported only when call
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from einops import rearrange, repeat
@@ -35,18 +38,29 @@ from mlp.contract import contract
 from mlp.validation import as_float_array, check_finite
 
 __all__ = [
+    "SVMEq",
     "SVMSolution",
     "attention_svm",
     "attention_svm_nuclear",
     "correlation",
     "cosines",
+    "least_distance",
+    "multi_token_svm",
     "prompt_svm",
+    "svm_eq",
 ]
 
 #: Constraints whose left side has norm below this (relative to the largest) count as zero.
 _ZERO_ROW = 1e-12
 #: A solution must meet every constraint to this tolerance, else the problem is infeasible.
 _FEASIBLE = 1e-8
+#: The nuclear-norm SVM's solver: SCS (cvxpy's first-order conic solver) to 1e-11. Measured
+#: here on 18 instances (n, c, d) in {(6, 8, 10), (15, 5, 20), (10, 5, 15)}: its nuclear norms
+#: (the solution scaled to margin 1) are the lowest of SCS, Clarabel at its defaults and
+#: Clarabel at 1e-11, Clarabel's defaults up to 1e-8 relative higher; the singular values that
+#: should vanish come out below 1e-11 of the largest (SCS's defaults: up to 5e-6, which a rank
+#: count at 1e-6 sees), and it takes about 0.05 s at d = 20 (Clarabel: 1 s).
+_NUCLEAR_SOLVER = {"solver": "SCS", "eps_abs": 1e-11, "eps_rel": 1e-11, "max_iters": 100_000}
 
 
 @dataclass(frozen=True)
@@ -178,7 +192,13 @@ def attention_svm(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) -> SVMSolu
     return _solution(w.reshape(d, d), dual, kkt, margin, (n, c, j))
 
 
-def attention_svm_nuclear(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) -> SVMSolution:
+def attention_svm_nuclear(
+    X: np.ndarray,
+    Z: np.ndarray,
+    selected: np.ndarray,
+    *,
+    solver: Mapping[str, Any] | None = None,
+) -> SVMSolution:
     """Cross attention's nuclear-norm SVM: ``W_* = argmin ||W||_*`` s.t. the constraints of
     :func:`attention_svm`, ``(x_{i,a_ij} - x_{i,t})^T W z_ij >= 1``.
 
@@ -186,12 +206,17 @@ def attention_svm_nuclear(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) ->
     :func:`attention_svm`, which is called first: it validates the input and raises its
     ``ValueError`` naming the prompt and token when the constraints cannot all hold (the two
     problems share their constraints). The semidefinite program is solved by cvxpy
-    (``cp.norm(W, "nuc")``, its default conic solver); the solution is then divided by its
-    smallest constraint value, so that it meets every constraint with margin 1 to rounding (the
-    solver's own tolerance is about 1e-8). Returns an :class:`SVMSolution` with ``solution``
-    ``W_* (d, d)``; its ``kkt['stationarity']`` checks that ``L = sum_k lambda_k G_k`` is a
-    subgradient of the nuclear norm at ``W_*``: ``max(||L||_2 - 1, |<L, W_*> - ||W_*||_*| /
-    ||W_*||_*)`` (spectral norm at most 1, and it attains the norm).
+    (``cp.norm(W, "nuc")``) with SCS at a tolerance of 1e-11 (:data:`_NUCLEAR_SOLVER`; Clarabel
+    when SCS does not reach 'optimal'); the solution is then divided by its smallest constraint
+    value, so that it meets every constraint with margin 1 to rounding. Returns an
+    :class:`SVMSolution` with ``solution`` ``W_* (d, d)``; its ``kkt['stationarity']`` checks
+    that ``L = sum_k lambda_k G_k`` is a subgradient of the nuclear norm at ``W_*``:
+    ``max(||L||_2 - 1, |<L, W_*> - ||W_*||_*| / ||W_*||_*)`` (spectral norm at most 1, and it
+    attains the norm).
+
+    ``solver``: other keyword arguments of cvxpy's ``Problem.solve`` (for example ``{"solver":
+    "SCS"}``, SCS at its own defaults, to compare with results computed that way); then an
+    'optimal_inaccurate' status is accepted too, as cvxpy's callers who read ``W.value`` do.
 
     Raises ``ImportError`` when cvxpy is missing and ``RuntimeError`` when the solver fails.
     """
@@ -210,11 +235,16 @@ def attention_svm_nuclear(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) ->
     W = cp.Variable((d, d))
     constraint = cp.sum(cp.multiply(left @ W, right), axis=1) >= 1
     problem = cp.Problem(cp.Minimize(cp.norm(W, "nuc")), [constraint])
+    accepted = (cp.OPTIMAL,) if solver is None else (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
     try:
-        problem.solve()
+        with warnings.catch_warnings():  # cvxpy warns of an inaccurate solution: checked here
+            warnings.simplefilter("ignore", UserWarning)
+            problem.solve(**(_NUCLEAR_SOLVER if solver is None else solver))
+            if solver is None and (problem.status != cp.OPTIMAL or W.value is None):
+                problem.solve(solver="CLARABEL")  # the interior-point solver
     except cp.error.SolverError as err:
         raise RuntimeError(f"attention_svm_nuclear: the solver failed ({err})") from err
-    if problem.status != cp.OPTIMAL or W.value is None:
+    if problem.status not in accepted or W.value is None:
         raise RuntimeError(
             f"attention_svm_nuclear: the solver ended with status {problem.status!r}, expected "
             "'optimal' (the Frobenius SVM of the same constraints exists, with norm "
@@ -308,19 +338,11 @@ def _least_distance(
             f"selected token {a[i, jj]} give the same score for every parameter "
             f"((x_a - x_t)^T {what} is 0, which cannot be >= 1): equal tokens or a zero query"
         )
-    m, D = G.shape
-    E = np.vstack([G.T, np.ones((1, m))])
-    f = np.zeros(D + 1)
-    f[-1] = 1.0
-    from scipy.optimize import nnls  # here: slow to import, and only the SVM needs it
-
-    u, _ = nnls(E, f, maxiter=50 * (m + D + 1))
-    r = E @ u - f
-    w = -r[:-1] / r[-1] if r[-1] < 0 else np.full(D, np.nan)
+    found = least_distance(G)
+    if isinstance(found, np.ndarray):  # the Farkas certificate
+        _raise_infeasible(G, idx, found, shape)
+    w, lam = found
     values = G @ w
-    if not (r[-1] < 0 and np.all(np.isfinite(w)) and values.min() >= 1.0 - _FEASIBLE):
-        _raise_infeasible(G, idx, u, shape)
-    lam = -u / r[-1]
     scale = max(float(np.linalg.norm(w)), 1e-300)
     kkt = {
         "primal": float(max(0.0, 1.0 - values.min())),
@@ -331,6 +353,32 @@ def _least_distance(
     dual = np.zeros(n * c * j)
     dual[idx] = lam
     return w, dual, kkt, float(values.min())
+
+
+def least_distance(G: np.ndarray) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
+    """``w = argmin ||w|| s.t. G w >= 1`` for ``G (m, D)``: ``(w (D,), lambda (m,))`` with
+    ``w = G^T lambda``, ``lambda >= 0``; or, when no ``w`` meets every constraint to
+    :data:`_FEASIBLE`, the nonnegative ``u (m,)`` of the Lawson-Hanson reduction (with ``G^T u``
+    near 0: a Farkas certificate naming contradicting constraints).
+
+    Lawson and Hanson's reduction to nonnegative least squares (scipy's active-set ``nnls``):
+    with ``E = [G^T; 1^T]`` and ``f = e_last``, ``u = argmin_{u >= 0} ||E u - f||`` and
+    ``r = E u - f``, the solution is ``w = -r[:-1] / r[-1]`` and ``lambda = -u / r[-1]``.
+    """
+    m, D = G.shape
+    E = np.vstack([G.T, np.ones((1, m))])
+    f = np.zeros(D + 1)
+    f[-1] = 1.0
+    from scipy.optimize import nnls  # here: slow to import, and only the SVM needs it
+
+    u, _ = nnls(E, f, maxiter=50 * (m + D + 1))
+    r = E @ u - f
+    if not r[-1] < 0:
+        return u
+    w = -r[:-1] / r[-1]
+    if not (np.all(np.isfinite(w)) and (G @ w).min() >= 1.0 - _FEASIBLE):
+        return u
+    return w, -u / r[-1]
 
 
 def _raise_infeasible(G: np.ndarray, idx: np.ndarray, u: np.ndarray, shape: tuple) -> None:
@@ -352,3 +400,153 @@ def _raise_infeasible(G: np.ndarray, idx: np.ndarray, u: np.ndarray, shape: tupl
         f"above the others; a nonnegative combination of the constraints of {names}{more} "
         "has a zero left side"
     )
+
+
+# --- multi-token selection: the SVM with equalities inside the selected set -------------------
+
+
+@dataclass(frozen=True)
+class SVMEq:
+    """A trained ``W``'s multi-token decomposition ``W^SVMeq = W^fin + R W^mm``.
+
+    ``mm``: :func:`multi_token_svm` of the ``selected (n, c)`` set; ``finite``: ``W^fin (d, d)``,
+    the smallest ``W`` whose score differences inside each prompt's selected set are the
+    log-ratios of its softmax weights; ``R``: the least-squares fit of ``W - W^fin`` by ``R
+    W^mm``; ``solution``: ``W^fin + R W^mm (d, d)``.
+    """
+
+    mm: SVMSolution
+    finite: np.ndarray
+    R: float
+    solution: np.ndarray
+    selected: np.ndarray
+
+
+def _selected_set(selected: object, n: int, c: int) -> np.ndarray:
+    """``selected`` as a boolean ``(n, c)`` with at least one token per prompt."""
+    sel = np.asarray(selected)
+    if sel.dtype != np.bool_ or sel.shape != (n, c):
+        raise ValueError(
+            f"selected: expected a boolean array of shape (n={n}, c={c}), received "
+            f"{sel.dtype} {sel.shape}"
+        )
+    empty = np.flatnonzero(~sel.any(axis=1))
+    if empty.size:
+        raise ValueError(f"selected: prompt {empty[0]} selects no token")
+    return sel
+
+
+def _pair_rows(X: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """``vec((x_it - x_ib) z_i^T)`` for every prompt ``i`` and ordered pair of tokens ``(t,
+    b)``: ``X (n, d, c)``, ``Z (n, e)`` -> ``(n, c, c, d e)``."""
+    D = rearrange(X, "n d t -> n t 1 d 1") - rearrange(X, "n d b -> n 1 b d 1")
+    return rearrange(D * rearrange(Z, "n e -> n 1 1 1 e"), "n t b d e -> n t b (d e)")
+
+
+def _multi_inputs(X: object, Z: object) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``X (n, d, c)`` and ``Z (n, d)`` (``(n, d, 1)`` accepted)."""
+    X = check_prompts(X)
+    n, d, _ = X.shape
+    Z = as_float_array("Z", Z, ndim=(2, 3))
+    if Z.shape not in ((n, d), (n, d, 1)):
+        raise ValueError(f"Z: expected shape (n={n}, d={d}, 1) or (n, d), received {Z.shape}")
+    check_finite("Z", Z)
+    return X, rearrange(Z, "n d ... -> n (d ...)")
+
+
+def multi_token_svm(X: np.ndarray, Z: np.ndarray, selected: np.ndarray) -> SVMSolution:
+    """The multi-token attention SVM ``W^mm = argmin ||W||_F`` s.t., for every prompt ``i``,
+    ``(x_io - x_io')^T W z_i = 0`` for selected tokens ``o, o'`` and ``(x_io - x_iu)^T W z_i >=
+    1`` for selected ``o`` and unselected ``u``.
+
+    ``X (n, d, c)``, ``Z (n, d, 1)`` or ``(n, d)``, ``selected (n, c)`` boolean (at least one
+    token per prompt, and one unselected token somewhere). With one selected token per prompt
+    it is :func:`attention_svm`. Solved exactly: ``W = N u`` over an orthonormal basis ``N`` of
+    the equalities' null space, then the least-distance problem of ``u``
+    (:func:`least_distance`). Returns an :class:`SVMSolution` whose ``dual`` is ``(n, c, c)``:
+    the multiplier of the pair (selected ``o``, unselected ``u``) at ``[i, o, u]``; its ``kkt``
+    adds ``equality`` (``max |(x_o - x_o')^T W z|`` relative to ``||W||``), and
+    ``stationarity`` is ``||N^T (w - G^T lambda)|| / ||w||`` (``w - G^T lambda`` must be a
+    combination of the equalities). Raises ``ValueError`` when the constraints cannot all hold.
+    """
+    X, Z = _multi_inputs(X, Z)
+    n, d, c = X.shape
+    sel = _selected_set(selected, n, c)
+    rows = _pair_rows(X, Z)  # (n, c, c, d e)
+    upper = np.triu(np.ones((c, c), dtype=bool), 1)
+    eq_mask = sel[:, :, None] & sel[:, None, :] & upper
+    in_mask = sel[:, :, None] & ~sel[:, None, :]
+    if not in_mask.any():
+        raise ValueError("selected: every token is selected, so there is no margin constraint")
+    E, G = rows[eq_mask], rows[in_mask]
+    N = np.eye(d * d)
+    if len(E):
+        _, s, Vt = np.linalg.svd(E)
+        N = Vt[int(np.sum(s > 1e-12 * s[0])) :].T  # (D, D - rank E)
+    GN = G @ N
+    size = np.linalg.norm(GN, axis=1)
+    found = least_distance(GN) if size.min() > _ZERO_ROW * max(float(size.max()), 1.0) else None
+    if found is None or isinstance(found, np.ndarray):
+        raise ValueError(
+            "selected: the multi-token SVM is infeasible: no W scores every selected token of "
+            "a prompt equally and 1 above its unselected tokens"
+        )
+    u, lam = found
+    w = N @ u
+    values = G @ w
+    scale = max(float(np.linalg.norm(w)), 1e-300)
+    kkt = {
+        "primal": float(max(0.0, 1.0 - values.min())),
+        "equality": float(np.max(np.abs(E @ w), initial=0.0) / scale),
+        "dual": float(max(0.0, -lam.min())),
+        "complementarity": float(np.max(np.abs(lam * (values - 1.0))) / max(lam.max(), 1e-300)),
+        "stationarity": float(np.linalg.norm(N.T @ (w - G.T @ lam)) / scale),
+    }
+    dual = np.zeros((n, c, c))
+    dual[in_mask] = lam
+    return SVMSolution(w.reshape(d, d), float(values.min()), dual, dual > 0, kkt)
+
+
+def svm_eq(
+    X: np.ndarray, Z: np.ndarray, S: np.ndarray, W: np.ndarray, threshold: float = 1e-3
+) -> SVMEq:
+    """The decomposition ``W^SVMeq = W^fin + R W^mm`` of a trained ``W (d, d)`` whose softmax
+    weights on prompts ``X (n, d, c)`` with queries ``Z (n, d, 1)`` (or ``(n, d)``) are
+    ``S (n, c)`` (Tarzanagh et al., "Transformers as SVMs", multi-token selection).
+
+    The selected set of prompt ``i`` is its tokens with ``S > threshold``. ``W^mm``:
+    :func:`multi_token_svm` of that set. ``W^fin``: the smallest ``W`` (Frobenius) with
+    ``(x_io' - x_io)^T W z_i = log(s_io' / s_io)`` for selected ``o, o'`` (0 when no prompt
+    selects two tokens), by least squares; ``R = <W - W^fin, W^mm> / ||W^mm||^2``. Raises
+    ``ValueError`` when either problem is infeasible.
+    """
+    X, Z = _multi_inputs(X, Z)
+    n, d, c = X.shape
+    S = as_float_array("S", S, ndim=2)
+    W = as_float_array("W", W, ndim=2)
+    if S.shape != (n, c) or W.shape != (d, d):
+        raise ValueError(
+            f"S, W: expected shapes (n={n}, c={c}) and (d={d}, d={d}), received {S.shape} and "
+            f"{W.shape}"
+        )
+    check_finite("S", S)
+    check_finite("W", W)
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold: expected a number in (0, 1), received {threshold!r}")
+    sel = S > threshold
+    mm = multi_token_svm(X, Z, sel)
+    eq_mask = sel[:, :, None] & sel[:, None, :] & np.triu(np.ones((c, c), dtype=bool), 1)
+    finite = np.zeros(d * d)
+    if eq_mask.any():
+        # (x_t - x_b)^T W z = log(s_t / s_b) for selected t < b
+        E = _pair_rows(X, Z)[eq_mask]
+        log_s = np.log(np.where(sel, S, 1.0))  # (n, c); the selected weights are > threshold
+        target = (log_s[:, :, None] - log_s[:, None, :])[eq_mask]
+        finite = np.linalg.lstsq(E, target, rcond=None)[0]
+        if np.linalg.norm(E @ finite - target) > 1e-8 * (1.0 + np.linalg.norm(target)):
+            raise ValueError(
+                "S: the log-ratios of the selected tokens' weights cannot all be met by one W"
+            )
+    finite = finite.reshape(d, d)
+    R = float(np.vdot(W - finite, mm.solution) / np.vdot(mm.solution, mm.solution))
+    return SVMEq(mm, finite, R, finite + R * mm.solution, sel)

@@ -87,7 +87,7 @@ def class_labels(name: str, y: object, n: int, n_classes: int) -> np.ndarray:
     if out.any():
         bad = arr[out][0].item()
         raise ValueError(f"{name}: expected class labels in 0..{n_classes - 1}, received {bad}")
-    return arr.astype(np.int64)
+    return arr.astype(np.int64, copy=False)
 
 
 def sign_labels(name: str, y: object, n: int) -> np.ndarray:

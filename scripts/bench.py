@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Benchmarks: the lecture's vectorization speedup, and the attention step against plain matmul,
 PyTorch and the machine's matmul roof, at the default thread count and on one thread; its
-speedup per core count; its scaling in C and n; its peak memory.
+speedup per core count; its scaling in C and n; its peak memory; the trainer's update at the
+studies' sizes against PyTorch.
 
-    python scripts/bench.py                 # quick sizes (a few minutes on 2 cores)
-    python scripts/bench.py --full          # larger sizes (MLP to n = 1e6, longer scans)
-    python scripts/bench.py --only step     # one part: mlp, step, threads, scaling or memory
+    python scripts/bench.py                   # quick sizes (a few minutes on 2 cores)
+    python scripts/bench.py --full            # larger sizes (MLP to n = 1e6, longer scans)
+    python scripts/bench.py --only research   # one part (mlp, step, threads, scaling, memory,
+                                              # research)
 
-The measurements, references and report are in ``attnlab.bench``; the run folder (``--out``,
-default ``runs/bench-<timestamp>``) gets ``bench.json``, ``report.txt`` and the PNG plots.
+The measurements, references and report are in the package ``attnlab.bench``; the run folder
+(``--out``, default ``runs/bench-<timestamp>``) gets ``bench.json``, ``report.txt`` and the PNG
+plots. The report's tables are in the Markdown form of ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScriptParser, argparse.Na
     mode.add_argument(
         "--quick-test", action="store_true", help="tiny sizes, one repeat (for the tests)"
     )
-    p.add_argument("--only", choices=PARTS, default=None, help="run one part")
+    p.add_argument("--only", choices=tuple(PARTS), default=None, help="run one part")
     p.add_argument(
         "--threads",
         type=int,
@@ -42,8 +45,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ScriptParser, argparse.Na
         type=float,
         default=None,
         metavar="SHARE",
-        help="on a shared machine: rerun the step rounds during which other processes used more "
-        "than SHARE of the cores (e.g. 0.1), keep the quietest",
+        help="on a shared machine: rerun the timing rounds during which other processes used "
+        "more than SHARE of the cores (e.g. 0.1), keep the quietest",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/bench-<time>)")
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return out, run_benchmarks(
             out,
             mode=mode,
-            parts=(args.only,) if args.only else PARTS,
+            parts=(args.only,) if args.only else tuple(PARTS),
             seed=args.seed,
             pinned=args.threads,
             use_torch=not args.no_torch,

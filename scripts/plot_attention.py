@@ -9,7 +9,9 @@ Rebuilds the model from config.json + params.npz, reads snapshots.npz and writes
 attention_map.png (the attention weights of the snapshot test prompts after training, the marked
 token outlined, true and predicted class in each title) and attention_over_training.png (the
 weight on the marked token at every evaluation) into RUN_DIR, or --out. --animate adds
-attention_over_training.gif: the attention maps at every recorded step, one frame each.
+attention_over_training.gif: the attention maps at every recorded step, one frame each. For a
+stack's run folder: attention_layers.png, every layer's and head's attention on the first
+snapshot prompt (--animate: attention_layers.gif, at every recorded step).
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
 
     def work() -> None:
-        from attnlab.studies.attention import plot_run
+        from attnlab.studies import attention, stack
 
-        for path in plot_run(args.run_dir, args.out, animate=args.animate).values():
+        study = stack if stack.is_stack_run(args.run_dir) else attention
+        for path in study.plot_run(args.run_dir, args.out, animate=args.animate).values():
             print(f"wrote {path}")
 
     run_script(parser, work)

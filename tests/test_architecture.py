@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ def test_the_layers_contract_holds() -> None:
 
 def test_every_module_sits_in_a_layer() -> None:
     """A new module must be placed in the layers contract, or the contract says nothing of it."""
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
     (layers,) = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
@@ -85,3 +86,19 @@ def test_every_module_sits_in_a_layer() -> None:
         if m not in roots and not any(m == p or m.startswith(p + ".") for p in placed)
     )
     assert loose == [], f"modules in no layer of pyproject.toml: {loose}"
+
+
+def test_an_install_ships_every_package() -> None:
+    """A non-editable install holds every package of the source tree (a fixed list of top
+    packages would leave the subpackages out)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from setuptools import find_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    shipped = set(find_packages(str(ROOT), include=find["find"]["include"]))
+    on_disk = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("mlp", "attnlab")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
+    assert on_disk <= shipped and "attnlab.studies.max_margin" in shipped

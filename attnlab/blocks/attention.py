@@ -111,21 +111,28 @@ def attend(
     n, d, c = X.shape
     j = Q.shape[-1]
     dtype = np.result_type(X, Q)
+
+    # block by block (on the threads of mlp.threads when large), so that the softmax's
+    # passes over the scores read them from cache
+    def block(b: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scores = attention_scores(X[b], Q if Q.ndim == 2 else Q[b])
+        if bias is not None:
+            scores += bias if bias.ndim == 2 else bias[b]
+        Sb, top_b = softmax_with_argmax_unchecked(scores, axis=1, overwrite=True)
+        return Sb, top_b, contract("n d c, n c j -> n d j", X[b], Sb)
+
+    blocks = prompt_blocks(n, c * j * dtype.itemsize)
+    if len(blocks) == 1:  # one block: its arrays are the results
+        S, top, out = block(blocks[0])
+        return out, AttentionCache(X, Q, S, top, Q.ndim == 2)
     S = np.empty((n, c, j), dtype=dtype)
     top = np.empty((n, 1, j), dtype=np.intp)
     out = np.empty((n, d, j), dtype=dtype)
 
-    # block by block (on the threads of mlp.threads when large), so that the softmax's
-    # passes over the scores read them from cache
-    def block(b: slice) -> None:
-        scores = attention_scores(X[b], Q if Q.ndim == 2 else Q[b])
-        if bias is not None:
-            scores += bias if bias.ndim == 2 else bias[b]
-        Sb, top[b] = softmax_with_argmax_unchecked(scores, axis=1, overwrite=True)
-        S[b] = Sb
-        out[b] = contract("n d c, n c j -> n d j", X[b], Sb)
+    def write(b: slice) -> None:
+        S[b], top[b], out[b] = block(b)
 
-    map_blocks(block, prompt_blocks(n, c * j * dtype.itemsize), S.nbytes)
+    map_blocks(write, blocks, S.nbytes)
     return out, AttentionCache(X, Q, S, top, Q.ndim == 2)
 
 
@@ -188,42 +195,57 @@ def attend_bias_grads(
     X, Q, S = cache.X, cache.Q, cache.S
     n, d, j = X.shape[0], X.shape[1], S.shape[2]
     top = None if textbook else cache.top
-    dtype = np.result_type(X, S, dOut)
-    dQ = np.zeros((d, j), dtype=dtype) if cache.shared else np.empty((n, d, j), dtype=dtype)
-    dX = np.empty((n, d, X.shape[2]), dtype=np.result_type(dOut, S)) if need_dX else None
-    dB = np.empty(S.shape, dtype=dtype) if bias == "prompt" else None
 
     # block by block, as in the forward: the softmax backward's passes and the products that
-    # read dScores find them in cache; a shared Q's dQ is summed over the blocks in their order,
-    # and so is a shared bias's dBias
-    def block(b: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
+    # read dScores find them in cache. A block returns its dQ (a partial sum for a shared Q),
+    # dX, dBias (a partial sum for a shared bias); partial sums are added in block order.
+    def block(b: slice) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         dS = contract("n d c, n d j -> n c j", X[b], dOut[b])  # (nb, c, 1) for a broadcast dOut
         dScores = softmax_backward_unchecked(
             S[b], dS, axis=1, top=None if top is None else top[b], overwrite=True
         )
-        if dX is not None:
+        dX_b = None
+        if need_dX:
             if dOut.shape[2] == j:
-                dX[b] = contract("n d j, n c j -> n d c", dOut[b], S[b])
+                dX_b = contract("n d j, n c j -> n d c", dOut[b], S[b])
             else:  # sum_j dOut[:, :, j] S[:, c, j] with dOut constant in j
-                np.multiply(dOut[b], S[b].sum(axis=2)[:, None, :], out=dX[b])
+                dX_b = np.multiply(dOut[b], S[b].sum(axis=2)[:, None, :])
             if cache.shared:
-                dX[b] += contract("d j, n c j -> n d c", Q, dScores)
+                dX_b += contract("d j, n c j -> n d c", Q, dScores)
             else:
-                dX[b] += contract("n d j, n c j -> n d c", Q[b], dScores)
-        if dB is not None:
-            dB[b] = dScores
-        summed = dScores.sum(axis=0) if bias == "shared" else None
+                dX_b += contract("n d j, n c j -> n d c", Q[b], dScores)
+        dB_b = dScores.sum(axis=0) if bias == "shared" else dScores if bias == "prompt" else None
         if cache.shared:
-            return contract("n d c, n c j -> d j", X[b], dScores), summed
-        dQ[b] = contract("n d c, n c j -> n d j", X[b], dScores)
-        return None, summed
+            return contract("n d c, n c j -> d j", X[b], dScores), dX_b, dB_b
+        return contract("n d c, n c j -> n d j", X[b], dScores), dX_b, dB_b
 
-    partials = map_blocks(block, prompt_blocks(n, S.shape[1] * j * S.itemsize), S.nbytes)
-    if cache.shared:
-        for p, _ in partials:
+    blocks = prompt_blocks(n, S.shape[1] * j * S.itemsize)
+    if len(blocks) == 1:  # one block: its arrays are the results
+        dQ, dX, dB = block(blocks[0])
+        return dX, dQ, dB
+    dtype = np.result_type(X, S, dOut)
+    dX = np.empty((n, d, X.shape[2]), dtype=np.result_type(dOut, S)) if need_dX else None
+    dQ = None if cache.shared else np.empty((n, d, j), dtype=dtype)
+    dB = np.empty(S.shape, dtype=dtype) if bias == "prompt" else None
+
+    def write(b: slice) -> tuple[np.ndarray | None, np.ndarray | None]:
+        dQ_b, dX_b, dB_b = block(b)
+        if dX is not None:
+            dX[b] = dX_b
+        if dB is not None:
+            dB[b] = dB_b
+        if dQ is not None:
+            dQ[b] = dQ_b
+            dQ_b = None
+        return dQ_b, dB_b if bias == "shared" else None
+
+    partials = map_blocks(write, blocks, S.nbytes)
+    if dQ is None:  # a shared Q: the sum of the blocks' partial sums, in block order
+        dQ = partials[0][0].copy()
+        for p, _ in partials[1:]:
             dQ += p
     if bias == "shared":
-        dB = partials[0][1]
+        dB = partials[0][1].copy()
         for _, p in partials[1:]:
             dB += p
     return dX, dQ, dB

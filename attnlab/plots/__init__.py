@@ -6,7 +6,8 @@ runs and call these. Not imported by ``import attnlab``, so that never touches m
 - :mod:`.maps`: attention maps, the weight on the target token over training, animations;
 - :mod:`.curves`: learning curves, the softmax backward's error against the score scale;
 - :mod:`.stack`: every layer's and head's attention of a stack on one prompt, and over training;
-- :mod:`.max_margin`, :mod:`.icl`, :mod:`.induction`: the figures of those reproductions.
+- :mod:`.max_margin`, :mod:`.icl`, :mod:`.svm`, :mod:`.induction`: the figures of those
+  reproductions.
 """
 
 from attnlab.plots._style import DPI, OTHER_COLOR, TARGET_COLOR
@@ -32,6 +33,7 @@ from attnlab.plots.max_margin import (
     plot_max_margin_seeds,
 )
 from attnlab.plots.stack import LayerFrames, animate_layer_maps, plot_layer_maps
+from attnlab.plots.svm import plot_svm_kq, plot_svm_multi_token, plot_svm_rank
 
 __all__ = [
     "DPI",
@@ -58,5 +60,8 @@ __all__ = [
     "plot_max_margin_run",
     "plot_max_margin_seeds",
     "plot_probes",
+    "plot_svm_kq",
+    "plot_svm_multi_token",
+    "plot_svm_rank",
     "plot_target_weight",
 ]

@@ -49,7 +49,10 @@ def plot_attention_curves(
         ax.set(xlabel="training step", ylabel=ylabel, title=name)
         if key == "loss":
             loss = history.column("train_loss")
-            if np.nanmin(loss) > 0 and np.nanmax(loss) > 10 * np.nanmin(loss):
+            if not np.isfinite(loss).any():  # a stream: no training-set loss, the test one
+                loss = history.column("test_loss")
+            finite = loss[np.isfinite(loss)]
+            if finite.size and finite.min() > 0 and finite.max() > 10 * finite.min():
                 ax.set_yscale("log")
                 ax.set_ylabel("mean loss (log scale)")
         else:

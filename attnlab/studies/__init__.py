@@ -24,5 +24,9 @@ EXPERIMENTS = {
     "mlp": "mlp.experiment",
     "max-margin": "attnlab.studies.max_margin",
     "icl": "attnlab.studies.icl",
+    "stack": "attnlab.studies.stack",
+    "svm-kq": "attnlab.studies.svm_kq",
+    "svm-multi-token": "attnlab.studies.svm_multi_token",
+    "svm-rank": "attnlab.studies.svm_rank",
     "induction": "attnlab.studies.induction",
 }

@@ -79,8 +79,12 @@ class Dataset:
         return len(self.X)
 
     def subset(self, idx: np.ndarray | slice) -> Dataset:
-        """The samples ``idx`` (an index array or a slice), with their extra inputs."""
-        return Dataset(self.X[idx], self.y[idx], **{k: v[idx] for k, v in self.inputs.items()})
+        """The samples ``idx`` (an index array or a slice), with their extra inputs: rows of
+        arrays this data set checked already, so they are not checked again."""
+        part = object.__new__(Dataset)
+        part.X, part.y = self.X[idx], self.y[idx]
+        part.inputs = {k: v[idx] for k, v in self.inputs.items()}
+        return part
 
     def chunks(self, size: int) -> Iterator[Dataset]:
         """Consecutive pieces of at most ``size`` samples (views, no copies), in order."""

@@ -143,19 +143,31 @@ class NormalizedGD(_Rule):
     factor in ``lr_factors``, 1 without one).
 
     ``||g||`` is the Frobenius norm over all updated parameters together (``per_param=False``) or
-    of each parameter on its own (``per_param=True``: per-factor normalized GD). No epsilon is
-    added to the norm (it stalls the step once gradients get tiny); an exactly zero gradient
-    raises :class:`ZeroGradientError` naming the parameter.
+    of each parameter on its own (``per_param=True``: per-factor normalized GD). By default no
+    epsilon is added to the norm (it stalls the step once gradients get tiny); ``eps > 0`` makes
+    the step ``f_k lr g_k / (||g||_F + eps)``, PyTorch-style recipes' form (Tarzanagh et al.'s
+    ``(K, Q)`` runs use ``eps`` = float64's machine epsilon). An exactly zero gradient raises
+    :class:`ZeroGradientError` naming the parameter.
     """
 
     name = "ngd"
 
     def __init__(
-        self, per_param: bool = False, lr_factors: Mapping[str, float] | None = None
+        self,
+        per_param: bool = False,
+        lr_factors: Mapping[str, float] | None = None,
+        eps: float = 0.0,
     ) -> None:
         if not isinstance(per_param, (bool, np.bool_)):
             raise TypeError(f"per_param: expected True or False, received {per_param!r}")
+        if (
+            isinstance(eps, bool)
+            or not isinstance(eps, (int, float, np.integer, np.floating))
+            or not 0.0 <= eps < math.inf
+        ):
+            raise ValueError(f"eps: expected a finite number >= 0, received {eps!r}")
         self.per_param = per_param
+        self.eps = float(eps)
         self._options(lr_factors, None)
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
@@ -171,6 +183,8 @@ class NormalizedGD(_Rule):
                     "zero, so g/||g|| is undefined (training has reached a stationary point)"
                 )
             norm = math.sqrt(sum(float(np.vdot(grads[k] / scale, grads[k] / scale)) for k in keys))
+            # g / (||g|| + eps) = (g / scale) / (||g / scale|| + eps / scale)
+            norm += self.eps / scale
             for k in keys:
                 params[k] -= (self._rate(k, lr) / norm) * (grads[k] / scale)
 

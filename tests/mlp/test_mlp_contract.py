@@ -61,6 +61,7 @@ LIBRARY = [
     ("n e, d e -> n d", "A h or W e_q per prompt"),
     ("n d, d e -> n e", "(S v)^T W per prompt"),
     ("n d, n d -> n", "x_q^T h per prompt"),
+    ("n d c, n d -> n c", "in-context regression with depth: the examples' predictions X w"),
     # the attention stack (k: a merged axis of heads and features)
     ("k d, n d t -> n k t", "every head's queries A' Y (or WQ^T Y) as one matrix"),
     ("e k, n k t -> n e t", "out = V' P: the heads' outputs summed"),
@@ -78,6 +79,16 @@ LIBRARY = [
     ("n d c, v d -> n c v", "token logits U X per position"),
     ("n c v, n d c -> v d", "dU = sum dZ^T X"),
     ("v d, n c v -> n d c", "dX = U^T dZ"),
+    ("n d, e d -> n e", "W z of one query per prompt"),
+    ("n e c, n e -> n c", "scores x_t^T (W z) of one query per prompt"),
+    ("n e, n d -> e d", "sum_i (X_i a_i) z_i^T: a cross-attention gradient"),
+    ("n d, s e d -> s n e", "W_s z_i along a trajectory"),
+    ("s n e, n e c -> n s c", "scores along a trajectory"),
+    ("s n d, s e d -> s n e", "W_s z_si: independent problems side by side"),
+    ("s n e c, s n e -> s n c", "scores of independent problems"),
+    ("s n e c, s n c -> s n e", "X_si a_si of independent problems"),
+    ("s n e, s e d -> s n d", "V_s^T h_si of independent problems"),
+    ("s n e, s n d -> s e d", "sum_i q_si z_si^T of independent problems"),
 ]
 # shapes a matrix product allows beyond those: each still one matmul, no transpose
 GENERAL = [

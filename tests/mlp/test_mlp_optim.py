@@ -55,6 +55,26 @@ def test_normalized_gd_per_param_steps_have_norm_lr() -> None:
         assert np.linalg.norm(v) == pytest.approx(0.3, rel=1e-12), k
 
 
+def test_normalized_gd_eps_shortens_tiny_steps() -> None:
+    """``lr g / (||g|| + eps)``: a step of ``lr ||g|| / (||g|| + eps)`` in the direction of
+    ``-g``, per parameter with ``per_param``: full length for large gradients, short for tiny."""
+    params, grads = _params_and_grads(4)
+    grads["b2"] = np.full_like(grads["b2"], 1e-16)  # ||g|| = 1e-16 sqrt(size), below eps
+    eps = 2.0**-52
+    before = {k: v.copy() for k, v in params.items()}
+    mlp.NormalizedGD(per_param=True, eps=eps).step(params, grads, 0.3)
+    for k, v in _delta(before, params).items():
+        g = np.linalg.norm(grads[k])
+        np.testing.assert_allclose(v, -0.3 * grads[k] / (g + eps), rtol=1e-12, atol=0)
+    assert np.linalg.norm(_delta(before, params)["b2"]) < 0.3 * 0.5
+
+
+@pytest.mark.parametrize("eps", [-1e-16, float("inf"), float("nan"), True, "0"])
+def test_normalized_gd_refuses_a_bad_eps(eps: object) -> None:
+    with pytest.raises(ValueError, match="eps: expected a finite number >= 0"):
+        mlp.NormalizedGD(eps=eps)
+
+
 def test_normalized_gd_zero_gradient_raises() -> None:
     params, grads = _params_and_grads(3)
     zero = {k: np.zeros_like(g) for k, g in grads.items()}

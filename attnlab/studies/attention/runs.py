@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from attnlab.blocks.queries import VARIANTS
 from attnlab.models.context_window import ContextWindowModel
-from attnlab.plots.maps import AttentionFrames
 from attnlab.tasks import REGISTRY
 from mlp.train.folders import Member, RunFolderError, load_arrays, load_model
 from mlp.validation import check_seed, choice, positive
+
+if TYPE_CHECKING:  # matplotlib only when a figure is drawn: scripts start fast
+    from attnlab.plots.maps import AttentionFrames
 
 #: The arrays of ``snapshots.npz`` (and ``Z`` for the queries of cross attention).
 SNAPSHOT_KEYS = ("X", "y", "target", "index", "steps", "S")
@@ -130,6 +132,8 @@ def _check_snapshots(members: dict[str, Member], model: ContextWindowModel, path
 def frames(saved: SavedRun) -> AttentionFrames:
     """The snapshot prompts' attention over training of a loaded run, with the words its
     figures use (the task's target, the class names, the prompts' rows in the test set)."""
+    from attnlab.plots.maps import AttentionFrames
+
     cfg, snap = saved.config, saved.snapshots
     steps = int(snap["steps"][-1]) if snap["steps"].size else 0
     return AttentionFrames(

@@ -4,7 +4,7 @@ the PyTorch one (speed itself is measured by running the benchmark, not asserted
 import numpy as np
 import pytest
 
-from attnlab.bench_stack import bench_stack, stack_problem, torch_stack_step
+from attnlab.bench.stack import bench_stack, stack_problem, torch_stack_step
 
 
 def test_bench_stack_at_tiny_sizes() -> None:

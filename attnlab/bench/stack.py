@@ -1,4 +1,5 @@
-"""The attention stack's step against the same model in PyTorch autograd, in one process.
+"""The attention stack's step against the same model in PyTorch autograd, in one process (the
+benchmark's part ``stack``).
 
 :func:`bench_stack` times ``AttentionStack.loss_and_grads`` (real prompts, ``attention="self"``,
 no layer norm, readout at the last token, logistic loss) and :func:`torch_stack_step`, the same
@@ -124,28 +125,107 @@ def bench_stack(
     mask: str | None = "causal",
     repeats: int = 7,
     seed: int = 0,
+    torch: bool = True,
 ) -> dict[str, Any]:
     """Time the stack's ``loss_and_grads`` against :func:`torch_stack_step` at the default
     thread counts: ``{"sizes", "max_rel_error", "times": {"attnlab": [...], "torch": [...],
     "torch_last_query": [...]}, "median": {...}, "ratio", "ratio_last_query"}``: ``ratio`` is
     the attnlab median over the median of PyTorch as written (the whole top layer),
     ``ratio_last_query`` over PyTorch with the library's shortcut (the top layer's last query
-    alone), in seconds per step. Raises ImportError without torch."""
+    alone), in seconds per step. Raises ImportError without torch; ``torch=False`` times
+    attnlab alone (no error, no ratios: those keys are None)."""
     model, X, y = stack_problem(n, d, c, layers, heads, mask, seed)
-    fns: dict[str, Step] = {
-        "attnlab": lambda: model.loss_and_grads(X, y),
-        "torch": torch_stack_step(model, X, y),
-        "torch_last_query": torch_stack_step(model, X, y, last_query=True),
-    }
+    fns: dict[str, Step] = {"attnlab": lambda: model.loss_and_grads(X, y)}
+    if torch:
+        fns["torch"] = torch_stack_step(model, X, y)
+        fns["torch_last_query"] = torch_stack_step(model, X, y, last_query=True)
     results = {k: f() for k, f in fns.items()}
-    error = max(max_rel_error(results["attnlab"], results[k]) for k in fns if k != "attnlab")
+    others = [max_rel_error(results["attnlab"], results[k]) for k in fns if k != "attnlab"]
     times = time_alternating(fns, repeats)  # type: ignore[arg-type]
     median = {k: float(np.median(v)) for k, v in times.items()}
     return {
         "sizes": {"n": n, "d": d, "c": c, "layers": layers, "heads": heads, "mask": mask},
-        "max_rel_error": error,
+        "max_rel_error": max(others) if others else None,
         "times": times,
         "median": median,
-        "ratio": median["attnlab"] / median["torch"],
-        "ratio_last_query": median["attnlab"] / median["torch_last_query"],
+        "ratio": median["attnlab"] / median["torch"] if torch else None,
+        "ratio_last_query": median["attnlab"] / median["torch_last_query"] if torch else None,
     }
+
+
+# --- the benchmark part (attnlab.bench.PARTS["stack"]) ------------------------------------------
+
+#: The sizes of the stack's step in each mode (the quick test shrinks them).
+SIZES = {"n": 256, "d": 64, "c": 64, "layers": 2, "heads": 4, "mask": "causal"}
+
+
+def measure(options: Any) -> dict[str, Any]:
+    """The part: :func:`bench_stack` at :data:`SIZES` (tiny ones in the tests' mode), with the
+    mode's repeats; attnlab alone without torch (``torch_note`` says why)."""
+    sizes = dict(SIZES)
+    if not options.sizes.autorange:  # --quick-test
+        sizes.update(n=4, d=4, c=5, heads=2)
+    res = bench_stack(
+        **sizes, repeats=options.sizes.repeats, seed=options.seed, torch=options.torch_note is None
+    )
+    res["torch_note"] = options.torch_note
+    return res
+
+
+def figure(res: dict[str, Any], path: Any) -> None:
+    """Median time of one step (with the interquartile range): attnlab beside PyTorch as written
+    and with the top layer's last query alone (attnlab alone without torch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlp.train.folders import save_figure
+
+    names = list(res["times"])
+    t = [np.asarray(res["times"][k]) * 1e3 for k in names]
+    med = [float(np.median(v)) for v in t]
+    low = [m - np.percentile(v, 25) for m, v in zip(med, t, strict=True)]
+    high = [np.percentile(v, 75) - m for m, v in zip(med, t, strict=True)]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors = [f"C{i}" for i in range(len(names))]
+    ax.bar(range(len(names)), med, yerr=[low, high], capsize=3, color=colors)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("ms per step (median, IQR)")
+    s = res["sizes"]
+    ax.set_title(
+        f"stack step: L={s['layers']}, H={s['heads']}, C={s['c']}, d={s['d']}, n={s['n']}, "
+        f"{s['mask']}, float64, default threads"
+        + ("" if res["ratio"] is None else f"; ratio {res['ratio']:.2f}x"),
+        fontsize=9,
+    )
+    save_figure(fig, path, dpi=120)
+    plt.close(fig)
+
+
+def report(res: dict[str, Any]) -> list[str]:
+    """The part's lines: the sizes, the medians and the two ratios."""
+    s, m = res["sizes"], res["median"]
+    head = [
+        "",
+        f"stack step (loss_and_grads): L = {s['layers']}, H = {s['heads']}, C = {s['c']}, "
+        f"d = {s['d']}, n = {s['n']}, mask {s['mask']}, float64, default threads; medians",
+    ]
+    if res["ratio"] is None:
+        return [
+            *head,
+            f"attnlab {m['attnlab'] * 1e3:.1f} ms; PyTorch not timed ({res['torch_note']})",
+        ]
+    return [
+        *head,
+        "| attnlab | PyTorch | attnlab / PyTorch | PyTorch, last query only | ratio |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {m['attnlab'] * 1e3:.1f} ms | {m['torch'] * 1e3:.1f} ms | {res['ratio']:.2f}x | "
+        f"{m['torch_last_query'] * 1e3:.1f} ms | {res['ratio_last_query']:.2f}x |",
+        f"checked before timing, largest relative error {res['max_rel_error']:.1e}",
+    ]
+
+
+def targets(res: dict[str, Any]) -> list[tuple[str, float | None, str]]:
+    """The stack's ratio to PyTorch as written, at the default thread count."""
+    return [("stack step vs torch", res.get("ratio"), "stack_vs_torch_max")]
