@@ -111,11 +111,12 @@ def torch_step(X: np.ndarray, y: np.ndarray, W: np.ndarray, v: np.ndarray) -> Ca
 
 
 def demo_loss(P: dict[str, Any], X: Any, y: Any, Z: Any = None) -> Any:
-    """The demo (iris in context): self attention ``X softmax(X^T W X)`` (softmax over the
-    tokens), the last column pooled, the MLP head ``relu(u W1 + b1) W2 + b2``, cross-entropy."""
+    """The demo (iris in context): self attention ``X softmax(X^T W x_q)`` (softmax over the
+    tokens) for the last token ``x_q`` (the only column the last pool reads, as the library
+    computes it), the MLP head ``relu(u W1 + b1) W2 + b2``, cross-entropy."""
     torch = import_torch()
-    S = torch.softmax(X.transpose(1, 2) @ (P["W"] @ X), dim=1)  # (n, c, j)
-    u = (X @ S)[:, :, -1]  # (n, d)
+    S = torch.softmax(X.transpose(1, 2) @ (P["W"] @ X[:, :, -1:]), dim=1)  # (n, c, 1)
+    u = (X @ S)[:, :, 0]  # (n, d)
     H = torch.relu(u @ P["W1"] + P["b1"])  # (n, m)
     return torch.nn.functional.cross_entropy(H @ P["W2"] + P["b2"], y)
 

@@ -2,7 +2,7 @@
 
 For prompts ``X (n, d, c)`` (and queries ``Z (n, d, j)`` for the cross variants)::
 
-    Q   = query(params, X_q, Z)          X_q: the query tokens of X (all, or the last one)
+    Q   = query(params, X_q, Z)          X_q: the query tokens of X (all, or the last ones)
     out = X softmax(X^T Q)               (n, d, j)      scores="softmax"
           X (X^T Q) / (c - 1)                           scores="linear"
 
@@ -38,7 +38,8 @@ from mlp.validation import choice
 #: The forms of the scores: through a softmax over the tokens, or as they are (divided by the
 #: ``c - 1`` in-context tokens).
 SCORES = ("softmax", "linear")
-#: Which tokens of ``X`` make queries in the per-token variants: every token, or the last one.
+#: Which tokens of ``X`` make queries in the per-token variants: every token, or the last ones
+#: (the last token and, with softmax scores, the one before it: see :class:`AttentionLayer`).
 QUERY_TOKENS = ("all", "last")
 
 
@@ -72,9 +73,14 @@ class AttentionLayer:
     textbook=False)``: the variant ``attention`` (a name of :data:`~.queries.VARIANTS`) on the
     softmax or the linear form of the primitive.
 
-    ``query_tokens="last"``: in the per-token variants only the last token makes a query (one
-    output column): what a model that reads only the last column needs. ``textbook=True`` swaps
-    the exact softmax backward for the textbook one (for comparisons only).
+    ``query_tokens="last"``: in the per-token variants only the last tokens make queries, for a
+    model that reads only the last column (its work no longer grows with the square of ``c``):
+    the last token with linear scores (one output column), the last two with softmax scores
+    (two columns, of which the model reads the last). Two columns make the products of the
+    scores and the output matrix-matrix products, which round as the full layer's do; one
+    column would go through BLAS's matrix-vector kernels, whose sums round differently in the
+    last bits, and a trained model's bits would then depend on the pool. ``textbook=True``
+    swaps the exact softmax backward for the textbook one (for comparisons only).
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class AttentionLayer:
         self.query_tokens = choice("query_tokens", query_tokens, QUERY_TOKENS)
         self.textbook = bool(textbook)
         self._last_only = self.variant.per_token and query_tokens == "last"
+        self._tail = 2 if self.scores == "softmax" else 1  # the query tokens when last only
 
     def init_params(
         self, d: int, n_queries: int, rank: int, rng: np.random.Generator, dtype: type
@@ -100,7 +107,7 @@ class AttentionLayer:
         """The output columns ``j`` for prompts of ``c`` tokens: one per query token (per-token
         variants), the queries ``Z``'s columns (cross), or ``n_queries`` (shared)."""
         if self.variant.per_token:
-            return 1 if self._last_only else c
+            return min(self._tail, c) if self._last_only else c
         if self.variant.cross:
             return n_queries if z_columns is None else z_columns
         return n_queries
@@ -109,7 +116,7 @@ class AttentionLayer:
         self, params: dict[str, np.ndarray], X: np.ndarray, Z: np.ndarray | None = None
     ) -> tuple[np.ndarray, LayerCache]:
         """``out (n, d, j)`` and the cache, for ``X (n, d, c)`` (and ``Z (n, d, j)``)."""
-        Xq = X[:, :, -1:] if self._last_only else X
+        Xq = X[:, :, -self._tail :] if self._last_only else X
         Q, aux = self.variant.query(params, Xq, Z)
         if self.scores == "linear":
             out, cache = attend_linear(X, Q, 1.0 / (X.shape[2] - 1))
@@ -136,7 +143,7 @@ class AttentionLayer:
         )
         if need_inputs and dXq is not None:
             if self._last_only:
-                dX[:, :, -1:] += dXq
+                dX[:, :, -dXq.shape[2] :] += dXq
             else:
                 dX += dXq
         return grads, dX, dZ

@@ -116,12 +116,13 @@ class ContextWindowModel:
                 f"textbook_backward: expected True or False, received {textbook_backward!r}"
             )
         self.textbook_backward = bool(textbook_backward)
-        # the linear form with the last pool computes only the last column (its bits are those
-        # of the full layer's last column); the softmax form computes every column, so that a
-        # trained model's bits do not depend on the pool (its maps show every column anyway)
-        last = self.pool == "last" and self.scores == "linear"
+        # the last pool reads the last column: the layer computes the last queries alone (their
+        # bits are those of the full layer's columns); the maps use the full layer
         self.layer = AttentionLayer(
-            self.attention, self.scores, "last" if last else "all", self.textbook_backward
+            self.attention,
+            self.scores,
+            self.pool if self.pool == "last" else "all",
+            self.textbook_backward,
         )
         self._full_layer = AttentionLayer(self.attention, self.scores, "all")  # for the maps
         rng = np.random.default_rng(seed)
@@ -166,12 +167,12 @@ class ContextWindowModel:
     # --- the edge: every public method checks its inputs here, once ------------------------
 
     def _inputs(
-        self, X: object, Z: object | None, training: bool = False
+        self, X: object, Z: object | None, training: bool = False, maps: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """``X`` and ``Z`` checked against the model (shapes and dtypes; NaN and inf are found
         by :meth:`_diagnose` when a result is not finite), and the parameters' shapes; then,
         before anything is allocated, ``MemoryError`` naming the sizes when the step's
-        activations cannot fit."""
+        activations (``maps``: every query's weights) cannot fit."""
         params = self.params
         if len(params) != len(self._checked) or any(
             params.get(k) is not p for k, p in self._checked.items()
@@ -216,7 +217,9 @@ class ContextWindowModel:
                 f"Z: only cross attention takes queries Z, this model has "
                 f"attention={self.attention!r}"
             )
-        self.check_fits(X.shape[0], X.shape[2], training, None if Z is None else Z.shape[2])
+        self.check_fits(
+            X.shape[0], X.shape[2], training, None if Z is None else Z.shape[2], maps=maps
+        )
         return X, Z
 
     def _diagnose(self, X: np.ndarray, Z: np.ndarray | None) -> None:
@@ -228,14 +231,19 @@ class ContextWindowModel:
         for k, p in self.params.items():
             check_finite(f"params[{k!r}]", p)
 
-    def check_fits(self, n: int, c: int, training: bool = True, j: int | None = None) -> None:
+    def check_fits(
+        self, n: int, c: int, training: bool = True, j: int | None = None, maps: bool = False
+    ) -> None:
         """``MemoryError`` naming the sizes when a step (``training``) or an evaluation on ``n``
-        prompts of ``c`` tokens (and ``j`` cross queries) cannot fit in the available memory."""
+        prompts of ``c`` tokens (and ``j`` cross queries) cannot fit in the available memory;
+        ``maps``: the evaluation of every query's weights (:meth:`attention_weights`), which the
+        last pool's step does not compute."""
+        layer = self._full_layer if maps else self.layer
         check_step_fits(
             n,
             self.d,
             c,
-            self.layer.columns(c, self.n_queries, j),
+            layer.columns(c, self.n_queries, j),
             self.dtype,
             training=training,
             threads=num_threads(),
@@ -288,7 +296,7 @@ class ContextWindowModel:
         """``S = softmax(X^T Q) (n, c, j)`` (linear form: ``X^T Q / (c - 1)``): column ``j`` holds
         query ``j``'s weights over the ``c`` key tokens (``j = c`` for self and kq attention,
         where query ``j`` is token ``j``)."""
-        X, Z = self._inputs(X, Z)
+        X, Z = self._inputs(X, Z, maps=True)
         _, cache = self._attend(X, Z, self._full_layer)
         S = cache.weights
         if not np.isfinite(S).all():

@@ -6,12 +6,20 @@ runs and call these. Not imported by ``import attnlab``, so that never touches m
 - :mod:`.maps`: attention maps, the weight on the target token over training, animations;
 - :mod:`.curves`: learning curves, the softmax backward's error against the score scale;
 - :mod:`.stack`: every layer's and head's attention of a stack on one prompt, and over training;
-- :mod:`.max_margin`, :mod:`.icl`, :mod:`.svm`: the figures of those reproductions.
+- :mod:`.max_margin`, :mod:`.icl`, :mod:`.svm`, :mod:`.induction`: the figures of those
+  reproductions.
 """
 
 from attnlab.plots._style import DPI, OTHER_COLOR, TARGET_COLOR
 from attnlab.plots.curves import plot_attention_curves, plot_backward_error
 from attnlab.plots.icl import plot_icl_gd, plot_icl_length, plot_icl_rel_error, plot_icl_shift
+from attnlab.plots.induction import (
+    KLPanel,
+    ProbePanel,
+    plot_attention_moments,
+    plot_kl_curves,
+    plot_probes,
+)
 from attnlab.plots.maps import (
     AttentionFrames,
     animate_attention,
@@ -32,21 +40,26 @@ __all__ = [
     "OTHER_COLOR",
     "TARGET_COLOR",
     "AttentionFrames",
+    "KLPanel",
     "LayerFrames",
+    "ProbePanel",
     "animate_attention",
     "animate_layer_maps",
     "plot_attention_curves",
     "plot_attention_maps",
+    "plot_attention_moments",
     "plot_backward_error",
     "plot_icl_gd",
     "plot_icl_length",
     "plot_icl_rel_error",
     "plot_icl_shift",
+    "plot_kl_curves",
     "plot_layer_maps",
     "plot_max_margin",
     "plot_max_margin_kq",
     "plot_max_margin_run",
     "plot_max_margin_seeds",
+    "plot_probes",
     "plot_svm_kq",
     "plot_svm_multi_token",
     "plot_svm_rank",

@@ -29,4 +29,5 @@ EXPERIMENTS = {
     "svm-kq": "attnlab.studies.svm_kq",
     "svm-multi-token": "attnlab.studies.svm_multi_token",
     "svm-rank": "attnlab.studies.svm_rank",
+    "induction": "attnlab.studies.induction",
 }

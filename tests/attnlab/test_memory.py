@@ -150,7 +150,7 @@ def test_available_bytes_on_this_machine_is_positive() -> None:
 CASES = [
     # attention, pool, head, n, d, c, j, rank
     ("self", "mean", "linear", 64, 16, 256, 256, 0),
-    ("self", "last", "mlp", 128, 8, 128, 128, 0),
+    ("self", "last", "mlp", 128, 8, 2048, 2, 0),  # the last pool: the last two queries
     ("kq", "mean", "linear", 64, 16, 256, 256, 16),
     ("cross", "last", "linear", 256, 8, 512, 16, 0),
     ("prompt", "mean", "mlp", 256, 8, 512, 16, 0),
@@ -182,7 +182,7 @@ def test_the_estimate_bounds_the_measured_peak_of_a_step(
 def test_the_model_checks_memory_before_it_allocates(monkeypatch: pytest.MonkeyPatch) -> None:
     """A prompt of 100000 tokens is a few MB; its step's S (n, c, c) would be terabytes."""
     monkeypatch.setattr(mem, "available_bytes", lambda: 23_400_000_000)
-    model = ContextWindowModel(6, attention="self", pool="last", head="mlp", n_classes=3)
+    model = ContextWindowModel(6, attention="self", pool="mean", head="mlp", n_classes=3)
     X = np.zeros((4, 6, 100_000))
     tracemalloc.start()
     try:
@@ -195,6 +195,17 @@ def test_the_model_checks_memory_before_it_allocates(monkeypatch: pytest.MonkeyP
         tracemalloc.stop()
     assert peak < 50 * X.nbytes  # refused before any (n, c, c) array
     model.loss_and_grads(X[:, :, :16], np.zeros(4, dtype=int))  # 16 tokens fit
+
+
+def test_the_last_pool_trains_where_its_maps_would_not_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last pool's step computes the last queries alone: (n, c, 2) weights, not (n, c, c)."""
+    monkeypatch.setattr(mem, "available_bytes", lambda: 23_400_000_000)
+    model = ContextWindowModel(6, attention="self", pool="last", head="mlp", n_classes=3)
+    X = np.random.default_rng(0).standard_normal((4, 6, 100_000))
+    loss, grads = model.loss_and_grads(X, np.zeros(4, dtype=int))
+    assert np.isfinite(loss) and set(grads) == set(model.params)
+    with pytest.raises(MemoryError, match=r"an evaluation on a batch of 4 prompts"):
+        model.attention_weights(X)
 
 
 def test_small_steps_skip_reading_the_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -232,15 +232,15 @@ def test_attention_primitive_is_bit_identical_for_every_thread_count(
 
 
 CASES = {
-    # attention, model options, n, d, c, queries (j of prompt/cross)
+    # attention, model options, n, d, c, query columns j (None: j = c)
     "self": ("self", {}, 256, 8, 48, None),
-    "self, last pool, mlp head": (
+    "self, last pool, mlp head": (  # the step computes the last two queries: j = 2
         "self",
         {"pool": "last", "head": "mlp", "n_classes": 3},
-        256,
+        1024,
         8,
-        48,
-        None,
+        256,
+        2,
     ),
     "kq": ("kq", {"rank": 4}, 256, 8, 48, None),
     "prompt (shared Q)": ("prompt", {"n_queries": 4}, 2048, 4, 64, 4),
