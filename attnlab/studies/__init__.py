@@ -24,6 +24,7 @@ EXPERIMENTS = {
     "mlp": "mlp.experiment",
     "max-margin": "attnlab.studies.max_margin",
     "icl": "attnlab.studies.icl",
+    "icl-depth": "attnlab.studies.icl_depth",
     "stack": "attnlab.studies.stack",
     "svm-kq": "attnlab.studies.svm_kq",
     "svm-multi-token": "attnlab.studies.svm_multi_token",

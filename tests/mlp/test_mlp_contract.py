@@ -62,6 +62,7 @@ LIBRARY = [
     ("n d, d e -> n e", "(S v)^T W per prompt"),
     ("n d, n d -> n", "x_q^T h per prompt"),
     ("n d c, n d -> n c", "in-context regression with depth: the examples' predictions X w"),
+    ("n d c, n e c -> d e", "in-context regression with depth: the second moment of the x"),
     # the attention stack (k: a merged axis of heads and features)
     ("k d, n d t -> n k t", "every head's queries A' Y (or WQ^T Y) as one matrix"),
     ("e k, n k t -> n e t", "out = V' P: the heads' outputs summed"),
