@@ -7,6 +7,7 @@ Shapes use the axis names ``n`` samples, ``k`` classes.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -133,8 +134,31 @@ def softmax_with_argmax_unchecked(
     if not small:
         top = np.argmax(e == 0, axis=axis, keepdims=True)  # z - max == 0 exactly at the max
     np.exp(e, out=e)
-    e /= np.add.reduce(e, axis=axis, keepdims=True)
+    e /= _sum_keepdims(e, axis, small)
     return e, top
+
+
+def _sum_keepdims(e: np.ndarray, axis: int, small: bool) -> np.ndarray:
+    """``np.add.reduce(e, axis, keepdims=True)``, the same bits, faster on small arrays.
+
+    Over an axis that is not the last (and with more than one entry after it), numpy adds the
+    slices along ``axis`` one after the other, in an inner loop as short as the axes after it
+    (2 for the last pool's two query columns: 14 us at (64, 16, 2)). In a contiguous copy with
+    ``axis`` first, the same slices are added in the same order, in one long inner loop (5 us
+    with the copy). Large arrays (where the copy costs more) and sums along the last axis
+    (numpy's pairwise sum, a different order) are left to ``np.add.reduce``.
+    """
+    axis %= e.ndim
+    if not small or math.prod(e.shape[axis + 1 :]) <= 1:
+        return np.add.reduce(e, axis=axis, keepdims=True)
+    front = np.ascontiguousarray(e.transpose(_to_front(e.ndim, axis)))
+    return np.add.reduce(front, axis=0).reshape((*e.shape[:axis], 1, *e.shape[axis + 1 :]))
+
+
+@lru_cache(maxsize=64)
+def _to_front(ndim: int, axis: int) -> tuple[int, ...]:
+    """The transpose that moves ``axis`` to the front, the other axes in their order."""
+    return (axis, *(i for i in range(ndim) if i != axis))
 
 
 def softmax_backward(

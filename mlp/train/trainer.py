@@ -39,6 +39,8 @@ from mlp.train.folders import replacing
 from mlp.train.optim import ZeroGradientError
 from mlp.validation import check_finite, check_nonempty, check_seed, positive
 
+_add_reduce = np.add.reduce  # the sum without np.sum's wrapper (the update's check)
+
 
 class Model(Protocol):
     params: dict[str, np.ndarray]
@@ -468,9 +470,14 @@ class Trainer:
             self.stop_reason = f"stopped at step {self.step + 1}: {err}"
             return None
         # the outputs are checked once, after the update: a non-finite gradient makes its
-        # parameter non-finite too (or stops a normalized step), and is then named
+        # parameter non-finite too (or stops a normalized step), and is then named. One sum
+        # over every trained entry is finite when they all are (or, rarely, overflows: then
+        # each parameter is looked at and a finite one passes)
+        params = self.model.params
+        if math.isfinite(sum(float(_add_reduce(params[k], None)) for k in self.trainable)):
+            return float(loss)
         for k in self.trainable:
-            if not np.isfinite(self.model.params[k]).all():
+            if not np.isfinite(params[k]).all():
                 bad = [g for g in trained if not np.isfinite(trained[g]).all()]
                 what = f"the gradient of parameter {bad[0]!r} is not finite" if bad else ""
                 raise self._diverged(lr, what or f"the update made parameter {k!r} non-finite")

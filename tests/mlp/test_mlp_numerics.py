@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import mlp
+from mlp import numerics
 
 BIG = 1e4
 
@@ -205,3 +206,22 @@ def test_squared_loss_refuses_bad_targets_in_one_line(z, t, error: type, match: 
     with pytest.raises(error, match=match) as info:
         mlp.squared_loss(np.array(z), t)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [((64, 16, 2), 1), ((64, 16, 16), 1), ((250, 21, 1), 1), ((5, 7, 3, 2), 1), ((5, 7, 3, 2), 0),
+     ((5, 7, 3, 2), 2), ((5, 7, 3, 2), -1), ((9, 4), 0), ((9, 4), 1)],
+)  # fmt: skip
+def test_the_small_softmaxs_sum_has_numpys_bits(shape: tuple[int, ...], axis: int) -> None:
+    """The sum in a contiguous copy with the axis first adds the same slices in the same order
+    as ``np.add.reduce`` (and a loop over the axis, the order numpy uses off the last axis)."""
+    e = np.random.default_rng(len(shape) + axis).random(shape)
+    got = numerics._sum_keepdims(e, axis, small=True)
+    assert np.array_equal(got, np.add.reduce(e, axis=axis, keepdims=True))
+    if math.prod(shape[axis % len(shape) + 1 :]) > 1:
+        moved = np.moveaxis(e, axis, 0)
+        total = moved[0].copy()
+        for part in moved[1:]:
+            total += part
+        assert np.array_equal(got, np.expand_dims(total, axis))

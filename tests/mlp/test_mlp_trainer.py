@@ -141,3 +141,23 @@ def test_training_on_iris_reaches_accuracy(features: int, target: float) -> None
     evaluation is ``scripts/sweep.py mlp --seeds 0-19``."""
     accs = [_train(features=features, seed=s)[2].last["test_accuracy"] for s in range(5)]
     assert np.mean(accs) >= target, accs
+
+
+def test_finite_parameters_whose_sum_overflows_train_on() -> None:
+    """The update's check sums every trained entry; a finite sum past float64's range is looked
+    at parameter by parameter, and finite parameters pass."""
+
+    class Quadratic:  # loss (w - 1)^2 / 2; `far` is trained, with a zero gradient
+        def __init__(self) -> None:
+            self.params = {"w": np.zeros(1), "far": np.array([1.5e308, 1.5e308])}
+
+        def loss_and_grads(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+            r = self.params["w"] - 1.0
+            return float(r @ r) / 2, {"w": r.copy(), "far": np.zeros(2)}
+
+    model = Quadratic()
+    data = mlp.Dataset(np.zeros((4, 1)), np.zeros(4))
+    trainer = mlp.Trainer(model, mlp.SGD(), data, steps=3, lr=0.5, progress=False)
+    trainer.run()
+    assert trainer.step == 3 and model.params["w"][0] == 0.875
+    assert np.array_equal(model.params["far"], [1.5e308, 1.5e308])
