@@ -37,18 +37,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "whiten": True,
         "trust": True,
     },
-    "gd": {
-        "steps": 6000,
-        "batch_size": 500,
-        "lr": 0.1,
-        "beta1": 0.9,
-        "beta2": 0.999,
-        "clip_norm": 0.01,
-        "sgd_from": 0.4,
-        "sgd_lr": 0.002,
-        "average": 0.7,
-        "whiten": True,
-    },
+    "gd": {},  # the study's defaults
 }
 #: The issue's thresholds (see :func:`checks`).
 TARGETS = {
