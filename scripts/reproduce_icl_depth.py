@@ -9,7 +9,7 @@ Trains Ahn et al.'s linear transformer (d = 5, N = 20) on fresh prompts for both
 trained, L = 2..4) and every seed, as a sweep (on a local Dask cluster, --workers N, or
 --scheduler ADDRESS) into DIR/sweep, one run folder each (config.json, params.npz with A, B and
 Sigma, history.csv, metrics.json). DIR gets results.json, results.md (every run and every check
-of the issue), loss_vs_depth.png and params/*.png (heatmaps of the learned A_l, B_l). A DIR that
+of the targets), loss_vs_depth.png and params/*.png (heatmaps of the learned A_l, B_l). A DIR that
 already holds a reproduction is refused. --steps, --batch-size, --n-test and --layers shrink the
 runs (for a quick look; the checks are made for the full setting).
 """

@@ -1,6 +1,6 @@
 """The reproduction of in-context regression with depth: every (variant, covariance, L, seed)
 through the one sweep, then ``results.json``, ``results.md`` (the runs, the optimal GD steps and
-every check of the issue, per seed) and the figures (the test loss against ``L``; heatmaps of the
+every check of the targets, per seed) and the figures (the test loss against ``L``; heatmaps of the
 learned ``A_l``, ``B_l``).
 """
 
@@ -39,7 +39,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     },
     "gd": {},  # the study's defaults
 }
-#: The issue's thresholds (see :func:`checks`).
+#: The targets' thresholds (see :func:`checks`).
 TARGETS = {
     "A0_error": 0.01,
     "one_layer_loss": 0.02,
@@ -51,7 +51,7 @@ TARGETS = {
     "full_L3_dist": 0.03,
     "full_vs_gd": 0.8,
 }
-#: The keys of a run in ``results.json``, as the issue lists them.
+#: The keys of a run in ``results.json``, as the targets list them.
 RUN_KEYS = ("variant", "covariance", "layers", "seed", "run_dir", "test_loss", "a", "dist_A",
             "dist_B")  # fmt: skip
 
@@ -177,7 +177,7 @@ def figures(
 def checks(
     details: Sequence[Mapping[str, Any]], optimal: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Every check of the issue, per run: ``{"check", "variant", "covariance", "layers",
+    """Every check of the targets, per run: ``{"check", "variant", "covariance", "layers",
     "seed", "value", "target", "ok"}``. The loss of a ``gd`` run at ``L >= 2`` is its
     ``population_loss`` (the exact loss of its learned rates plus a small Monte Carlo correction,
     see :func:`.measure`) held against the exact optimum; the test loss on 100,000 prompts has a
