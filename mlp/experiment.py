@@ -24,7 +24,7 @@ from mlp.train.data import Dataset
 from mlp.train.folders import create_run_dir, finish_run, resume_from, save_arrays, write_json
 from mlp.train.optim import SCHEDULES, SGD, make_schedule
 from mlp.train.trainer import Trainer
-from mlp.validation import check_seed, choice, positive
+from mlp.validation import check_seed, choice, known_options, positive
 
 #: Every option of an experiment, with its default. ``scale`` None is the lecture's N(0, 1)
 #: init; ``decay_steps`` None is a tenth of the run's updates; ``checkpoint_every`` is in epochs.
@@ -70,9 +70,7 @@ FILES = (
 def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     """``config`` completed by :data:`DEFAULTS` and checked: an unknown key or a bad value
     raises ``ValueError`` naming the option."""
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"options: unknown {unknown}; expected some of {sorted(DEFAULTS)}")
+    known_options(config, DEFAULTS)
     opts = {**DEFAULTS, **config}
     features = opts["features"]
     if (

@@ -7,7 +7,7 @@ traceback or a silent NaN.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -166,3 +166,15 @@ def choice(name: str, value: object, valid: Sequence[str]) -> str:
             f"{name}: expected one of {', '.join(map(repr, valid))}, received {value!r}"
         )
     return value  # type: ignore[return-value]
+
+
+def known_options(config: object, defaults: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``config``, an experiment's options, once it is a mapping whose keys are all keys of
+    ``defaults``: ``TypeError`` for anything else than a mapping, ``ValueError`` naming the
+    unknown keys and the known ones (what every study's ``resolve`` checks first)."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config: expected a mapping of options, received {type(config).__name__}")
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise ValueError(f"options: unknown {unknown}; expected some of {sorted(defaults)}")
+    return config

@@ -48,7 +48,7 @@ from mlp.train.folders import (
 )
 from mlp.train.optim import OPTIMIZERS, make_optimizer
 from mlp.train.trainer import Trainer
-from mlp.validation import check_seed, choice, positive
+from mlp.validation import check_seed, choice, known_options, positive
 
 #: What sweeps and run ids call this experiment.
 NAME = "stack"
@@ -146,9 +146,7 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     """The options of ``config`` (``None`` or absent: the task's default) completed and checked:
     an unknown key or a bad value raises ``ValueError`` naming the option; the model's own
     combinations are checked by building it (``AttentionStack`` names what does not fit)."""
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"options: unknown {unknown}; expected some of {sorted(DEFAULTS)}")
+    known_options(config, DEFAULTS)
     task = config.get("task") or DEFAULTS["task"]
     choice("task", task, STACK_TASKS)
     opts = {**DEFAULTS, **TASK_DEFAULTS[task]}

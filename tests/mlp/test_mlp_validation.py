@@ -108,3 +108,17 @@ def test_check_finite_accepts_finite_values_whose_sum_overflows():
     check_finite("X", np.array([1e308, 1e308, -1e308, -1e308, 1e308]))  # sum is inf or nan
     with pytest.raises(ValueError, match=r"X: expected finite values, received 1 NaN"):
         check_finite("X", np.array([1e308, 1e308, np.nan]))
+
+
+def test_known_options_names_unknown_keys_and_refuses_non_mappings() -> None:
+    from mlp.validation import known_options
+
+    defaults = {"seed": 0, "lr": 0.1}
+    config = {"lr": 1.0}
+    assert known_options(config, defaults) is config
+    with pytest.raises(
+        ValueError, match=r"options: unknown \['bogus'\]; expected some of \['lr', 'seed'\]"
+    ):
+        known_options({"bogus": 1, "lr": 1.0}, defaults)
+    with pytest.raises(TypeError, match="config: expected a mapping of options, received list"):
+        known_options(["lr"], defaults)

@@ -31,7 +31,7 @@ from mlp.train.data import Dataset
 from mlp.train.folders import create_run_dir, finish_run, resume_from, save_arrays, write_json
 from mlp.train.optim import OPTIMIZERS, make_optimizer
 from mlp.train.trainer import History, Trainer
-from mlp.validation import check_seed, choice, positive
+from mlp.validation import check_seed, choice, known_options, positive
 
 __all__ = [
     "DEFAULTS",
@@ -148,9 +148,7 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     """The options of ``config`` (``None`` or absent: the default) completed by
     :func:`default_options` and checked: an unknown key or a bad value raises ``ValueError``
     naming the option."""
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"options: unknown {unknown}; expected some of {sorted(DEFAULTS)}")
+    known_options(config, DEFAULTS)
     task = DEFAULTS["task"] if config.get("task") is None else config["task"]
     features = config.get("features")
     if features is not None and (

@@ -27,7 +27,7 @@ from mlp.train.data import Dataset
 from mlp.train.folders import create_run_dir, save_arrays, write_json
 from mlp.train.optim import SGD, Averaged, make_schedule
 from mlp.train.trainer import Trainer
-from mlp.validation import check_seed, choice, positive
+from mlp.validation import check_seed, choice, known_options, positive
 
 #: What sweeps and run ids call this experiment.
 NAME = "icl"
@@ -59,9 +59,7 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     """``config`` completed by :data:`DEFAULTS` and checked: an unknown key or a bad value raises
     ``ValueError`` naming the option. ``record_every`` None: 200 records of the error per run;
     ``average`` in ``[0, 1)``, or ``None`` for the last iterate."""
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"options: unknown {unknown}; expected some of {sorted(DEFAULTS)}")
+    known_options(config, DEFAULTS)
     opts = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None or k == "average"}}
     for name in ("d", "N", "steps", "batch_size", "n_test", "n_history"):
         opts[name] = positive(name, opts[name], integer=True)

@@ -42,7 +42,7 @@ from attnlab.studies.icl_depth.optimizers import AdamThenSGD, Trust, Whitened, s
 from mlp.train.folders import create_run_dir, finish_run, save_arrays
 from mlp.train.optim import Adam, Averaged
 from mlp.train.trainer import Trainer
-from mlp.validation import check_seed, choice, positive
+from mlp.validation import check_seed, choice, known_options, positive
 
 #: What sweeps and run ids call this experiment.
 NAME = "icl-depth"
@@ -84,9 +84,7 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     and ``average`` may be None (no clipping; Adam to the end; the last iterate); ``sgd_from``
     else a fraction of the run in ``(0, 1)``, ``average`` in ``[0, 1)``; ``eval_every`` None: 40
     rows of history per run."""
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"options: unknown {unknown}; expected some of {sorted(DEFAULTS)}")
+    known_options(config, DEFAULTS)
     o = {**DEFAULTS, **config}
     for name in ("d", "N", "L", "steps", "batch_size", "n_test", "chunk", "n_history"):
         o[name] = positive(name, o[name], integer=True)

@@ -40,7 +40,7 @@ from mlp.train.data import Dataset
 from mlp.train.folders import create_run_dir, finish_run, save_arrays
 from mlp.train.optim import SGD, AdamW
 from mlp.train.trainer import Trainer
-from mlp.validation import check_seed, choice, positive
+from mlp.validation import check_seed, choice, known_options, positive
 
 #: The models of a run: the minimal model, the stack with factored values, or the stack.
 Model = MinimalModel | FactoredValues | AttentionStack
@@ -136,9 +136,7 @@ def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
     a model does not have (None in its :data:`MODEL_DEFAULTS`) resolve to None whatever was
     given, so that one grid over ``model`` and ``positions`` runs the minimal model once per
     seed, and fixed options of the other model apply where they mean something."""
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"options: unknown {unknown}; expected some of {sorted(DEFAULTS)}")
+    known_options(config, DEFAULTS)
     model = choice("model", config.get("model", DEFAULTS["model"]), MODELS)
     opts = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
     for k, v in MODEL_DEFAULTS[model].items():
